@@ -1,0 +1,102 @@
+"""CLIP's two towers run block by block, so that methods can act between blocks.
+
+``encode_text``/``encode_image`` here equal open_clip's ``model.encode_text``/``encode_image``
+exactly; methods pass ``before_block`` (replace or insert tokens before block i) and
+``after_block`` (add to a block's output) hooks, with blocks numbered 1..L as in the papers.
+All tensors are batch-first: ``[N, tokens, width]``.
+"""
+import torch
+
+from .clip import model_dtype
+
+__all__ = [
+    "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
+    "causal_mask", "prompt_length", "encode_text", "encode_image", "eot_positions",
+]
+
+
+def prompt_length(tokens):
+    """Positions needed to encode ``tokens`` [N, 77]: up to the last end-of-text token.
+
+    Under the causal mask, positions after a prompt's EOT cannot affect its feature, so the text
+    tower may run on ``tokens[:, :prompt_length(tokens)]`` with identical results.
+    """
+    return int(eot_positions(tokens).max().item()) + 1
+
+
+def eot_positions(tokens):
+    """Index of the end-of-text token (the highest id) in each row of ``tokens`` [N, L]."""
+    return tokens.argmax(dim=-1)
+
+
+def causal_mask(model, length):
+    """The text tower's additive causal mask [length, length] (-inf above the diagonal)."""
+    return model.attn_mask[:length, :length]
+
+
+def text_embeddings(model, tokens):
+    """Token plus positional embeddings ``[N, L, d_t]`` for ``tokens`` [N, L] (any L <= 77)."""
+    dtype = model_dtype(model)
+    x = model.token_embedding(tokens).to(dtype)
+    return x + model.positional_embedding[: tokens.shape[1]].to(dtype)
+
+
+def image_embeddings(visual, images):
+    """Patch tokens with class token and positions, after ``ln_pre``: ``[B, 1 + P, d_v]``."""
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, d_v, grid, grid]
+    x = x.flatten(2).transpose(1, 2)  # [B, P, d_v]
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1)
+    x = x + visual.positional_embedding.to(x.dtype)
+    x = visual.patch_dropout(x)
+    return visual.ln_pre(x)
+
+
+def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None, after_block=None):
+    """Run ``blocks[first-1 : last]`` (1-based, inclusive) on ``x`` [N, L, d].
+
+    ``before_block(i, x) -> x`` may replace or insert tokens before block i;
+    ``after_block(i, x_in, x_out) -> x_out`` may modify block i's output given its input.
+    """
+    last = len(blocks) if last is None else last
+    for i in range(first, last + 1):
+        if before_block is not None:
+            x = before_block(i, x)
+        mask = attn_mask
+        if mask is not None and mask.shape[-1] != x.shape[1]:
+            raise ValueError(f"attention mask {tuple(mask.shape)} does not fit {x.shape[1]} tokens before block {i}")
+        x_out = blocks[i - 1](x, attn_mask=mask)
+        if after_block is not None:
+            x_out = after_block(i, x, x_out)
+        x = x_out
+    return x
+
+
+def text_head(model, x, eot_index):
+    """``ln_final``, the row at each prompt's EOT, then ``text_projection``: ``[N, embed_dim]``."""
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eot_index]
+    return x @ model.text_projection
+
+
+def image_head(visual, x):
+    """``ln_post`` on the class token, then ``proj``: ``[B, embed_dim]``."""
+    return visual.ln_post(x[:, 0]) @ visual.proj
+
+
+def encode_text(model, tokens, truncate=True, before_block=None, after_block=None):
+    """Text features ``[N, embed_dim]``; with no hooks equal to ``model.encode_text(tokens)``."""
+    if truncate:
+        tokens = tokens[:, : prompt_length(tokens)]
+    x = text_embeddings(model, tokens)
+    x = run_blocks(model.transformer.resblocks, x, attn_mask=causal_mask(model, tokens.shape[1]),
+                   before_block=before_block, after_block=after_block)
+    return text_head(model, x, eot_positions(tokens))
+
+
+def encode_image(model, images, before_block=None, after_block=None):
+    """Image features ``[B, embed_dim]``; with no hooks equal to ``model.encode_image(images)``."""
+    visual = model.visual
+    x = image_embeddings(visual, images)
+    x = run_blocks(visual.transformer.resblocks, x, before_block=before_block, after_block=after_block)
+    return image_head(visual, x)

@@ -1,0 +1,423 @@
+"""Trainer lifecycle: TrainerBase (model registry, checkpoints, hooks), SimpleTrainer, TrainerX."""
+import datetime
+import os.path as osp
+import sys
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from dassl.data import DataManager
+from dassl.evaluation import build_evaluator
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import (
+    AverageMeter, MetricMeter, count_num_param, load_checkpoint, load_pretrained_weights,
+    mkdir_if_missing, resume_from_checkpoint, save_checkpoint, tolist_if_not,
+)
+
+__all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU", "show_progress"]
+
+
+def show_progress():
+    """Progress bars only on an interactive terminal (they go to stderr, never into log.txt)."""
+    return sys.stderr.isatty()
+
+
+class SimpleNet(nn.Module):
+    """A linear classifier on flattened input; Dassl's generic model, unused by CLIP trainers."""
+
+    def __init__(self, cfg, model_cfg, num_classes, **kwargs):
+        super().__init__()
+        in_features = 3 * cfg.INPUT.SIZE[0] * cfg.INPUT.SIZE[1]
+        self.classifier = nn.Linear(in_features, num_classes)
+        self._fdim = in_features
+
+    @property
+    def fdim(self):
+        return self._fdim
+
+    def forward(self, x, return_feature=False):
+        f = x.flatten(1)
+        y = self.classifier(f)
+        return (y, f) if return_feature else y
+
+
+class TrainerBase:
+    """Registered models/optimizers/schedulers, checkpointing and the epoch loop."""
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+
+    def register_model(self, name="model", model=None, optim=None, sched=None):
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot assign model before super().__init__() call")
+        if self.__dict__.get("_optims") is None:
+            raise AttributeError("Cannot assign optim before super().__init__() call")
+        if self.__dict__.get("_scheds") is None:
+            raise AttributeError("Cannot assign sched before super().__init__() call")
+        assert name not in self._models, f'Found duplicate model name "{name}"'
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None):
+        names_real = list(self._models.keys())
+        if names is not None:
+            names = tolist_if_not(names)
+            for name in names:
+                assert name in names_real, f'Unknown model name "{name}"; registered: {names_real}'
+            return names
+        return names_real
+
+    def _rng_state(self):
+        """Random-number states, so that a resumed run continues exactly like an uninterrupted one."""
+        state = {
+            "python": __import__("random").getstate(),
+            "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        names = self.get_model_names()
+        for name in names:
+            model_dict = self._models[name].state_dict()
+            optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
+            sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
+            save_checkpoint(
+                {
+                    "state_dict": model_dict,
+                    "epoch": epoch + 1,
+                    "optimizer": optim_dict,
+                    "scheduler": sched_dict,
+                    "val_result": val_result,
+                    "rng_state": self._rng_state(),
+                },
+                osp.join(directory, name),
+                is_best=is_best,
+                model_name=model_name,
+            )
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        file_missing = any(not osp.exists(osp.join(directory, name, "checkpoint")) for name in names)
+        if not names or file_missing:
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            path = osp.join(directory, name)
+            start_epoch = resume_from_checkpoint(path, self._models[name], self._optims[name], self._scheds[name])
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        names = self.get_model_names()
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in names:
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            val_result = checkpoint.get("val_result")
+            shown = f"{val_result:.1f}" if isinstance(val_result, (int, float)) else "None"
+            print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}, val_result={shown})")
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+
+    def set_model_mode(self, mode="train", names=None):
+        names = self.get_model_names(names)
+        for name in names:
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(f'Unknown model mode "{mode}"; use "train", "test" or "eval"')
+
+    def update_lr(self, names=None):
+        names = self.get_model_names(names)
+        for name in names:
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss):
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def init_writer(self, log_dir):
+        if self.__dict__.get("_writer") is None or self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("TensorBoard is not installed; training curves are not written")
+                return
+            print(f"Initialize tensorboard (log_dir={log_dir})")
+            self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag, scalar_value, global_step=None):
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    def train(self, start_epoch, max_epoch):
+        """The generic epoch loop."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def test(self):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError
+
+    def model_inference(self, input):
+        raise NotImplementedError
+
+    def model_zero_grad(self, names=None):
+        names = self.get_model_names(names)
+        for name in names:
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss):
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names=None):
+        names = self.get_model_names(names)
+        for name in names:
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss, names=None):
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+class SimpleTrainer(TrainerBase):
+    """Builds data, model and evaluator from the config; evaluation and checkpoint policy."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            self.device = torch.device("cuda")
+        else:
+            self.device = torch.device("cpu")
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+
+    def check_cfg(self, cfg):
+        """Hook for trainers to validate their config keys."""
+        pass
+
+    def build_data_loader(self):
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        cfg = self.cfg
+        print("Building model")
+        self.model = SimpleNet(cfg, cfg.MODEL, self.num_classes)
+        if cfg.MODEL.INIT_WEIGHTS:
+            load_pretrained_weights(self.model, cfg.MODEL.INIT_WEIGHTS)
+        self.model.to(self.device)
+        print(f"# params: {count_num_param(self.model):,}")
+        self.optim = build_optimizer(self.model, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("model", self.model, self.optim, self.sched)
+
+    def train(self):
+        super().train(self.start_epoch, self.max_epoch)
+
+    def before_train(self):
+        directory = self.cfg.OUTPUT_DIR
+        if self.cfg.RESUME:
+            directory = self.cfg.RESUME
+        self.start_epoch = self.resume_model_if_exist(directory)
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_train(self):
+        print("Finish training")
+        do_test = not self.cfg.TEST.NO_TEST
+        if do_test:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+        elapsed = round(time.time() - self.time_start)
+        print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
+        self.close_writer()
+
+    def after_epoch(self):
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        do_test = not self.cfg.TEST.NO_TEST
+        meet_checkpoint_freq = (
+            (self.epoch + 1) % self.cfg.TRAIN.CHECKPOINT_FREQ == 0
+            if self.cfg.TRAIN.CHECKPOINT_FREQ > 0 else False
+        )
+        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            is_best = curr_result > self.best_result
+            if is_best:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name="model-best.pth.tar")
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    @torch.no_grad()
+    def test(self, split=None):
+        """Evaluate on ``split`` (default ``TEST.SPLIT``); returns the accuracy."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        for batch in tqdm(data_loader, desc=f"eval {split}", disable=not show_progress(), leave=False):
+            if batch is None:
+                continue
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            self.evaluator.process(output, label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, input):
+        return self.model(input)
+
+    def parse_batch_test(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        return input, label
+
+    def get_current_lr(self, names=None):
+        names = self.get_model_names(names)
+        return self._optims[names[0]].param_groups[0]["lr"]
+
+
+class TrainerX(SimpleTrainer):
+    """Trains on labelled data only (every CLIP trainer of this project)."""
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
+                   disable=not show_progress(), leave=False)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            if batch is None:  # every image of the batch was unreadable and skipped
+                continue
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            bar.update(1)
+
+            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+            only_few_batches = self.num_batches < self.cfg.TRAIN.PRINT_FREQ
+            if meet_freq or only_few_batches:
+                nb_remain = self.num_batches - self.batch_idx - 1
+                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+                info = [
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {self.get_current_lr():.4e}",
+                    f"eta {eta}",
+                ]
+                bar.write(" ".join(info), file=sys.stdout) if not bar.disable else print(" ".join(info))
+
+            n_iter = self.epoch * self.num_batches + self.batch_idx
+            for name, meter in losses.meters.items():
+                self.write_scalar("train/" + name, meter.avg, n_iter)
+            self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+            end = time.time()
+        bar.close()
+
+    def parse_batch_train(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        domain = batch["domain"].to(self.device)
+        return input, label, domain
+
+
+class TrainerXU(SimpleTrainer):
+    """Labelled + unlabelled training; not used by this project (kept for API completeness)."""
+
+    def run_epoch(self):
+        raise NotImplementedError("TrainerXU is not implemented in this engine; use TrainerX")

@@ -1,0 +1,180 @@
+"""Checkpoint I/O and small model utilities."""
+import os
+import os.path as osp
+import pickle
+import warnings
+from collections import OrderedDict
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .tools import atomic_write, mkdir_if_missing
+
+__all__ = [
+    "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
+    "count_num_param", "open_all_layers", "open_specified_layers", "init_network_weights",
+    "TRUST_ENV_VAR", "strip_module_prefix",
+]
+
+# Checkpoints written by upstream Dassl pickle a scheduler object; unpickling such a file can run
+# arbitrary code, so it needs this explicit opt-in (train.py's --trust-checkpoint sets it).
+TRUST_ENV_VAR = "DASSL_TRUST_CHECKPOINT"
+
+
+def strip_module_prefix(state_dict):
+    """Drop the ``module.`` prefix that DataParallel adds to parameter names."""
+    return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
+
+
+def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
+    """Write ``state`` to ``save_dir/model.pth.tar-<epoch>`` (or ``model_name``) atomically.
+
+    Also updates the ``checkpoint`` pointer file naming the latest file.
+    """
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys:
+        state["state_dict"] = strip_module_prefix(state["state_dict"])
+    if not model_name:
+        model_name = "model.pth.tar-" + str(state["epoch"])
+    fpath = osp.join(save_dir, model_name)
+    with atomic_write(fpath, "wb") as f:
+        torch.save(state, f)
+    print(f"Checkpoint saved to {fpath}")
+    with atomic_write(osp.join(save_dir, "checkpoint"), "w") as f:
+        f.write(f"{osp.basename(fpath)}\n")
+    if is_best:
+        best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
+        with atomic_write(best_fpath, "wb") as f:
+            torch.save(state, f)
+        print(f'Best checkpoint saved to "{best_fpath}"')
+
+
+def load_checkpoint(fpath, trust=None):
+    """Load a checkpoint onto the CPU (or the GPU when present).
+
+    Files are read with ``weights_only=True``. A file that needs full unpickling (written by
+    upstream Dassl, which pickles scheduler objects) is loaded only when ``trust`` is true or the
+    environment variable ``DASSL_TRUST_CHECKPOINT=1`` is set.
+    """
+    if fpath is None:
+        raise ValueError("File path is None")
+    fpath = osp.abspath(osp.expanduser(fpath))
+    if not osp.exists(fpath):
+        raise FileNotFoundError(f'File is not found at "{fpath}"')
+    if trust is None:
+        trust = os.environ.get(TRUST_ENV_VAR, "") not in ("", "0")
+    map_location = None if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust:
+            raise RuntimeError(
+                f'Checkpoint "{fpath}" contains pickled Python objects (typical of files written by '
+                "upstream Dassl), and unpickling them can execute arbitrary code. If you trust the "
+                f"file, rerun with --trust-checkpoint (or set {TRUST_ENV_VAR}=1). Detail: "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+    except UnicodeDecodeError:
+        pass
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=False)
+    except UnicodeDecodeError:
+        pickle.load = partial(pickle.load, encoding="latin1")
+        pickle.Unpickler = partial(pickle.Unpickler, encoding="latin1")
+        return torch.load(fpath, pickle_module=pickle, map_location=map_location, weights_only=False)
+
+
+def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
+    """Restore model/optimizer/scheduler from the file named in ``fdir/checkpoint``; return its epoch."""
+    with open(osp.join(fdir, "checkpoint"), "r") as f:
+        model_name = f.readlines()[0].strip("\n")
+    fpath = osp.join(fdir, model_name)
+    print(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and checkpoint.get("optimizer") is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    start_epoch = checkpoint["epoch"]
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def load_pretrained_weights(model, weight_path):
+    """Load the tensors of ``weight_path`` whose names and shapes match ``model``; report the rest."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    state_dict = strip_module_prefix(state_dict)
+    model_dict = model.state_dict()
+    matched, discarded = OrderedDict(), []
+    for k, v in state_dict.items():
+        if k in model_dict and model_dict[k].size() == v.size():
+            matched[k] = v
+        else:
+            discarded.append(k)
+    model_dict.update(matched)
+    model.load_state_dict(model_dict)
+    if not matched:
+        warnings.warn(f'Cannot load {weight_path} (check the key names manually)')
+    else:
+        print(f'Successfully loaded pretrained weights from "{weight_path}"')
+        if discarded:
+            print(f"Layers discarded due to unmatched keys or size: {discarded}")
+
+
+def count_num_param(model=None, params=None):
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in params)
+
+
+def open_all_layers(model):
+    model.train()
+    for p in model.parameters():
+        p.requires_grad = True
+
+
+def open_specified_layers(model, open_layers):
+    """Train only the named child modules; freeze the rest."""
+    if isinstance(model, nn.DataParallel):
+        model = model.module
+    if isinstance(open_layers, str):
+        open_layers = [open_layers]
+    for layer in open_layers:
+        if not hasattr(model, layer):
+            raise ValueError(f"{layer} is not an attribute of the model")
+    for name, module in model.named_children():
+        is_open = name in open_layers
+        module.train(is_open)
+        for p in module.parameters():
+            p.requires_grad = is_open
+
+
+def init_network_weights(model, init_type="normal", gain=0.02):
+    def _init(m):
+        classname = m.__class__.__name__
+        if hasattr(m, "weight") and ("Conv" in classname or "Linear" in classname):
+            if init_type == "normal":
+                nn.init.normal_(m.weight.data, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(m.weight.data, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(m.weight.data, a=0, mode="fan_in")
+            elif init_type == "orthogonal":
+                nn.init.orthogonal_(m.weight.data, gain=gain)
+            else:
+                raise NotImplementedError(f"initialization method {init_type} is not implemented")
+            if getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.bias.data, 0.0)
+        elif "BatchNorm" in classname or "InstanceNorm" in classname:
+            if getattr(m, "weight", None) is not None:
+                nn.init.constant_(m.weight.data, 1.0)
+            if getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.bias.data, 0.0)
+
+    model.apply(_init)

@@ -1,0 +1,1 @@
+"""Pieces shared by the trainers: templates, precision handling, parameter reports, caches."""

@@ -1,0 +1,45 @@
+"""Small helpers every CLIP trainer uses."""
+import torch
+
+__all__ = ["freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts"]
+
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def check_prec(prec, key):
+    if prec not in PRECISIONS:
+        raise ValueError(f'{key} must be one of {PRECISIONS}, got "{prec}"')
+
+
+def freeze_except(module, trainable_substrings):
+    """Set ``requires_grad`` only on parameters whose name contains one of the substrings."""
+    for name, param in module.named_parameters():
+        param.requires_grad_(any(s in name for s in trainable_substrings))
+
+
+def report_trainable(module):
+    """Print the trainable parameter names and the count line the logs are searched for."""
+    names = [name for name, p in module.named_parameters() if p.requires_grad]
+    count = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    print(f"Parameters to be updated: {names}")
+    print(f"Number of trainable parameters: {count:,}")
+    return count
+
+
+def autocast_for(device, enabled=True):
+    """Mixed precision: fp16 autocast on CUDA, bf16 autocast on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
+    """L2-normalised text features [len(prompts), embed_dim] of fixed prompts (frozen CLIP)."""
+    from clip import layerwise, tokenize
+    feats = []
+    for i in range(0, len(prompts), batch_size):
+        tokens = tokenize(prompts[i:i + batch_size]).to(device)
+        f = layerwise.encode_text(clip_model, tokens)
+        feats.append(f / f.norm(dim=-1, keepdim=True))
+    return torch.cat(feats)

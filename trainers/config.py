@@ -1,0 +1,41 @@
+"""Config keys the project adds to Dassl's default tree before any YAML is merged (``extend_cfg``)."""
+from yacs.config import CfgNode as CN
+
+__all__ = ["extend_cfg", "apply_dataset_overrides"]
+
+
+def extend_cfg(cfg):
+    """Add every key a project YAML or command line may set (framework.md §4.3)."""
+    from . import TRAINER_MODULES
+
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+    cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
+    cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
+    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL)
+
+    # CoOp/CoCoOp nodes, so that their YAMLs (e.g. the *_ctxv1 files) merge without errors.
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16
+    cfg.TRAINER.COOP.CSC = False
+    cfg.TRAINER.COOP.CTX_INIT = ""
+    cfg.TRAINER.COOP.PREC = "fp16"
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    for module in TRAINER_MODULES:
+        add_config = getattr(module, "add_config", None)
+        if add_config is not None:
+            add_config(cfg)
+
+
+def apply_dataset_overrides(cfg):
+    """Per-dataset settings of a method (e.g. MMRL's λ table): after the YAMLs and flags, before opts."""
+    from . import TRAINER_MODULES
+
+    for module in TRAINER_MODULES:
+        apply = getattr(module, "apply_dataset_overrides", None)
+        if apply is not None:
+            apply(cfg)
