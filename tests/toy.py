@@ -15,16 +15,25 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 TOY_CLASSES = ["red_square", "green_thing", "blue_sky", "grey_wall"]
 
 
-def make_toy_root(root, per_class=6):
+def toy_classnames(num_classes=4):
+    return TOY_CLASSES[:num_classes] + [f"toy_class_{i}" for i in range(len(TOY_CLASSES), num_classes)]
+
+
+def make_toy_root(root, per_class=6, num_classes=4):
     """Write ``root/toy/<class>/<i>.png``: small images whose colour depends on the class."""
     colours = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (128, 128, 128)]
-    for label, name in enumerate(TOY_CLASSES):
+    colours += [((37 * i) % 256, (91 * i) % 256, (53 * i) % 256) for i in range(4, num_classes)]
+    for label, name in enumerate(toy_classnames(num_classes)):
         d = osp.join(root, "toy", name)
         os.makedirs(d, exist_ok=True)
         for i in range(per_class):
             c = tuple(min(255, v + 7 * i) for v in colours[label])
             Image.new("RGB", (12, 10), c).save(osp.join(d, f"{i}.png"))
     return root
+
+
+def toy_order(name):
+    return TOY_CLASSES.index(name) if name in TOY_CLASSES else len(TOY_CLASSES) + int(name.rsplit("_", 1)[1])
 
 
 @DATASET_REGISTRY.register(force=True)
@@ -36,7 +45,8 @@ class ToyColours(DatasetBase):
     def __init__(self, cfg):
         root = osp.join(osp.abspath(osp.expanduser(cfg.DATASET.ROOT)), self.dataset_dir)
         train, test = [], []
-        for label, name in enumerate(TOY_CLASSES):
+        names = sorted(os.listdir(root), key=lambda n: toy_order(n))
+        for label, name in enumerate(names):
             files = sorted(os.listdir(osp.join(root, name)))
             for i, f in enumerate(files):
                 item = Datum(impath=osp.join(root, name, f), label=label, classname=name)

@@ -1,7 +1,10 @@
 """Small helpers every CLIP trainer uses."""
 import torch
 
-__all__ = ["freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts"]
+__all__ = [
+    "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
+    "make_grad_scaler", "backward_and_step",
+]
 
 PRECISIONS = ("fp16", "fp32", "amp")
 
@@ -43,3 +46,24 @@ def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
         f = layerwise.encode_text(clip_model, tokens)
         feats.append(f / f.norm(dim=-1, keepdim=True))
     return torch.cat(feats)
+
+
+def make_grad_scaler(prec, device):
+    """A GradScaler for ``amp`` on CUDA; None otherwise (bf16 autocast on CPU needs no scaling)."""
+    if prec == "amp" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def backward_and_step(trainer, loss, scaler=None, names=None):
+    """zero_grad, (scaled) backward and optimiser step for the registered models ``names``."""
+    if scaler is None:
+        trainer.model_backward_and_update(loss, names)
+        return
+    trainer.detect_anomaly(loss)
+    trainer.model_zero_grad(names)
+    scaler.scale(loss).backward()
+    for name in trainer.get_model_names(names):
+        if trainer._optims[name] is not None:
+            scaler.step(trainer._optims[name])
+    scaler.update()

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Protocol functions shared by every method's scripts (source this file, then call one function).
+#
+# Environment: DATA (data root, default "data"), OUTPUT (default "output"), GPU (sets
+# CUDA_VISIBLE_DEVICES), OPTS (extra "KEY VALUE" overrides), SHOTS (default 16), PYTHON.
+# A finished run (its log has the result block) is skipped; an unfinished one resumes from its
+# last checkpoint, and its old log is kept as log.txt-unfinished-<time> (logs are never overwritten).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA=${DATA:-data}
+OUTPUT=${OUTPUT:-output}
+SHOTS=${SHOTS:-16}
+PYTHON=${PYTHON:-python}
+OPTS=${OPTS:-}
+if [ -n "${GPU:-}" ]; then export CUDA_VISIBLE_DEVICES=$GPU; fi
+
+B2N_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+
+# run_finished DIR train|test: true if DIR/log.txt holds a result block (after "Finish training" for train).
+run_finished() {
+    local log="$1/log.txt" mode="$2"
+    [ -f "$log" ] || return 1
+    if [ "$mode" = train ]; then
+        awk '/^Finish(ed)? training/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
+    else
+        awk '/^=> result/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
+    fi
+}
+
+# prepare_run DIR MODE: returns 1 (skip) if finished; keeps an unfinished log under a new name.
+prepare_run() {
+    local dir="$1" mode="$2"
+    if run_finished "$dir" "$mode"; then
+        echo "The results exist at $dir (finished, so skip this job)"
+        return 1
+    fi
+    if [ -f "$dir/log.txt" ]; then
+        local kept="$dir/log.txt-unfinished-$(date +%Y-%m-%d-%H-%M-%S)"
+        mv "$dir/log.txt" "$kept"
+        echo "Resuming the unfinished run at $dir (previous log kept as $kept)"
+    fi
+    return 0
+}
+
+# latest_epoch MODEL_DIR: the epoch of the newest checkpoint (from the "checkpoint" pointer file).
+latest_epoch() {
+    local pointer
+    pointer=$(find "$1" -mindepth 2 -maxdepth 2 -name checkpoint | head -n 1)
+    if [ -z "$pointer" ]; then
+        echo "No checkpoint under $1: train first (or pass LOADEP)" >&2
+        return 1
+    fi
+    head -n 1 "$pointer" | sed 's/^model\.pth\.tar-//'
+}
+
+# train_run TRAINER DATASET CFG SEED DIR [KEY VALUE ...]
+train_run() {
+    local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5"
+    shift 5
+    prepare_run "$dir" train || return 0
+    # shellcheck disable=SC2086
+    "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
+        --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
+        --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
+        --output-dir "$dir" "$@" $OPTS
+}
+
+# test_run TRAINER DATASET CFG SEED DIR MODEL_DIR LOADEP [KEY VALUE ...]
+test_run() {
+    local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5" model_dir="$6" loadep="$7"
+    shift 7
+    prepare_run "$dir" test || return 0
+    if [ -z "$loadep" ]; then loadep=$(latest_epoch "$model_dir"); fi
+    # shellcheck disable=SC2086
+    "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
+        --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
+        --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
+        --output-dir "$dir" --model-dir "$model_dir" --load-epoch "$loadep" --eval-only "$@" $OPTS
+}
+
+b2n_dir() {  # b2n_dir train_base|test_new TRAINER DATASET CFG SEED
+    echo "$OUTPUT/base2new/$1/$3/shots_$SHOTS/$2/$4/seed$5"
+}
+
+# The four protocol steps; trailing KEY VALUE pairs are passed on to train.py.
+b2n_train() {  # b2n_train TRAINER DATASET SEED CFG [KEY VALUE ...]
+    local trainer="$1" dataset="$2" seed="$3" cfg="$4"
+    shift 4
+    train_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir train_base "$trainer" "$dataset" "$cfg" "$seed")" \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
+}
+
+b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = latest)
+    local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
+    shift $(( $# < 5 ? $# : 5 ))
+    test_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir test_new "$trainer" "$dataset" "$cfg" "$seed")" \
+        "$(b2n_dir train_base "$trainer" "$dataset" "$cfg" "$seed")" "$loadep" \
+        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
+}
+
+xd_train() {  # xd_train TRAINER SEED CFG [KEY VALUE ...]  (ImageNet, all classes)
+    local trainer="$1" seed="$2" cfg="$3"
+    shift 3
+    train_run "$trainer" imagenet "$cfg" "$seed" "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" \
+        DATASET.NUM_SHOTS "$SHOTS" "$@"
+}
+
+xd_test() {  # xd_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (all classes, full test set)
+    local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
+    shift $(( $# < 5 ? $# : 5 ))
+    test_run "$trainer" "$dataset" "$cfg" "$seed" "$OUTPUT/evaluation/$trainer/${cfg}_${SHOTS}shots/$dataset/seed$seed" \
+        "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" "$loadep" "$@"
+}
