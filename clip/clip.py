@@ -76,7 +76,9 @@ def _create(arch):
 def _state_dict_from_file(path):
     """Read a weights file in any supported format into an open_clip/OpenAI-format state dict."""
     try:  # OpenAI's release files are TorchScript archives
-        archive = torch.jit.load(path, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            archive = torch.jit.load(path, map_location="cpu")
         state_dict = archive.state_dict()
     except RuntimeError:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -90,7 +92,13 @@ def _state_dict_from_file(path):
 
 def _load_file(model, path, name):
     state_dict = _state_dict_from_file(path)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(
+            f'Weights file "{path}" does not match the architecture of "{name}" '
+            f"(check MODEL.BACKBONE.NAME against the file): {str(e).splitlines()[-1].strip()}"
+        ) from None
     if missing or unexpected:
         raise ValueError(
             f'Weights file "{path}" does not match the architecture of "{name}": '

@@ -30,8 +30,15 @@ def eot_positions(tokens):
 
 
 def causal_mask(model, length):
-    """The text tower's additive causal mask [length, length] (-inf above the diagonal)."""
-    return model.attn_mask[:length, :length]
+    """The text tower's additive causal mask [length, length] (-inf above the diagonal).
+
+    ``length`` may exceed the context length (methods that insert tokens into the text tower);
+    such a mask is built the same way as the model's own.
+    """
+    mask = model.attn_mask
+    if length <= mask.shape[0]:
+        return mask[:length, :length]
+    return torch.full((length, length), float("-inf"), dtype=mask.dtype, device=mask.device).triu_(1)
 
 
 def text_embeddings(model, tokens):

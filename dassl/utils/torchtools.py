@@ -100,9 +100,27 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
     if scheduler is not None and checkpoint.get("scheduler") is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])
         print("Loaded scheduler")
+    if checkpoint.get("rng_state") is not None:
+        _restore_rng_state(checkpoint["rng_state"])
+        print("Restored random-number states")
     start_epoch = checkpoint["epoch"]
     print(f"Previous epoch: {start_epoch}")
     return start_epoch
+
+
+def _restore_rng_state(state):
+    """Inverse of ``TrainerBase._rng_state``: a resumed run then draws the same numbers."""
+    import random
+
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_pretrained_weights(model, weight_path):
