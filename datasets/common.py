@@ -1,0 +1,534 @@
+"""Helpers shared by every dataset reader.
+
+* layout checks that fail with a message naming the missing path and the DATASETS.md section;
+* split files (``split_zhou_<Name>.json``): read, save, and the random fallback splits;
+* the few-shot cache ``<dataset_dir>/split_fewshot/shot_<K>-seed_<S>.pkl`` in a portable format;
+* base/new class subsampling;
+* two base classes: ``CoOpDataset`` (sampling + subsampling) and ``SplitDataset`` (JSON split).
+
+Readers use only the standard library and the engine (``Datum``, ``DatasetBase``, ``dassl.utils``);
+scipy is imported lazily for the ``.mat`` files of two fallbacks. Readers never open images.
+"""
+import math
+import os
+import os.path as osp
+import pickle
+import random
+from collections import Counter, OrderedDict, defaultdict
+
+from dassl.data.datasets import DatasetBase, Datum
+from dassl.utils import atomic_write, listdir_nohidden, mkdir_if_missing, read_json, write_json
+
+DOCS = "DATASETS.md"
+FEWSHOT_FORMAT = "portable-fewshot/1"
+MAX_LISTED_CLASSES = 20  # classes named in the single "fewer images than shots" warning
+
+
+# Config stem (configs/datasets/<stem>.yaml) -> registry name, in the order of datasets.md.
+CONFIG_STEMS = OrderedDict([
+    ("imagenet", "ImageNet"),
+    ("caltech101", "Caltech101"),
+    ("oxford_pets", "OxfordPets"),
+    ("stanford_cars", "StanfordCars"),
+    ("oxford_flowers", "OxfordFlowers"),
+    ("food101", "Food101"),
+    ("fgvc_aircraft", "FGVCAircraft"),
+    ("sun397", "SUN397"),
+    ("dtd", "DescribableTextures"),
+    ("eurosat", "EuroSAT"),
+    ("ucf101", "UCF101"),
+    ("imagenetv2", "ImageNetV2"),
+    ("imagenet_sketch", "ImageNetSketch"),
+    ("imagenet_a", "ImageNetA"),
+    ("imagenet_r", "ImageNetR"),
+])
+
+
+def resolve_dataset_name(name):
+    """Registry name for a registry name or config stem (case-insensitive); ``ValueError`` if unknown."""
+    lookup = {stem.lower(): reg for stem, reg in CONFIG_STEMS.items()}
+    lookup.update({reg.lower(): reg for reg in CONFIG_STEMS.values()})
+    key = name.lower().replace("-", "_")
+    if key.endswith(".yaml"):
+        key = key[:-5]
+    if key not in lookup:
+        raise ValueError(f"unknown dataset {name!r}; choose from {list(CONFIG_STEMS.values())} or {list(CONFIG_STEMS)}")
+    return lookup[key]
+
+
+# ---------------------------------------------------------------------------
+# Layout checks and small file readers
+# ---------------------------------------------------------------------------
+
+def doc_hint(anchor):
+    return f"See {DOCS}#{anchor} for how to prepare it."
+
+
+def data_root(cfg):
+    """``DATASET.ROOT`` as an absolute path (``~`` expanded)."""
+    return osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
+
+
+def require_dir(path, dataset, anchor, what="dataset folder"):
+    if not osp.isdir(path):
+        raise FileNotFoundError(f"{dataset}: {what} not found: {path}. {doc_hint(anchor)}")
+
+
+def require_file(path, dataset, anchor, what="file"):
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"{dataset}: {what} not found: {path}. {doc_hint(anchor)}")
+
+
+def read_lines(path):
+    """Non-empty, stripped lines of a text file."""
+    with open(path, "r") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def load_mat(path):
+    """Load a MATLAB file (scipy is imported only here, for the rare fallbacks)."""
+    from scipy.io import loadmat
+
+    return loadmat(path)
+
+
+def read_imagenet_classnames(path):
+    """``classnames.txt`` -> OrderedDict wnid -> class name (file order).
+
+    Each line is ``<wnid> <name with spaces>``; the name is everything after the first token.
+    """
+    classnames = OrderedDict()
+    for line in read_lines(path):
+        wnid, _, name = line.partition(" ")
+        classnames[wnid] = name.strip()
+    return classnames
+
+
+def sorted_subfolders(path):
+    return sorted(name for name in listdir_nohidden(path) if osp.isdir(osp.join(path, name)))
+
+
+def count_images_in_subfolders(path):
+    """Number of non-hidden files one level below ``path`` (fast: no stat per file)."""
+    total = 0
+    for folder in sorted_subfolders(path):
+        with os.scandir(osp.join(path, folder)) as entries:
+            total += sum(1 for e in entries if e.is_file() and not e.name.startswith("."))
+    return total
+
+
+def to_posix_relpath(path, prefix):
+    """``path`` relative to ``prefix`` with ``/`` separators (fast path for joined paths)."""
+    head = prefix.rstrip(os.sep) + os.sep
+    rel = path[len(head):] if path.startswith(head) else osp.relpath(path, prefix)
+    return rel.replace(os.sep, "/").lstrip("/")
+
+
+# ---------------------------------------------------------------------------
+# Split files and random fallback splits
+# ---------------------------------------------------------------------------
+
+def read_split(filepath, path_prefix):
+    """Read a ``split_zhou_*.json`` file into (train, val, test) lists of ``Datum``."""
+    print(f"Reading split from {filepath}")
+    split = read_json(filepath)
+    output = []
+    for key in ("train", "val", "test"):
+        items = []
+        for impath, label, classname in split[key]:
+            impath = osp.join(path_prefix, impath)
+            try:
+                items.append(Datum(impath=impath, label=int(label), classname=classname))
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{e} (listed in the {key!r} part of {filepath})") from None
+        output.append(items)
+    return tuple(output)
+
+
+def save_split(train, val, test, filepath, path_prefix):
+    """Write (train, val, test) as a split JSON with paths relative to ``path_prefix``."""
+    split = {
+        key: [[to_posix_relpath(item.impath, path_prefix), item.label, item.classname] for item in items]
+        for key, items in (("train", train), ("val", val), ("test", test))
+    }
+    write_json(split, filepath)
+    print(f"Saved split to {filepath}")
+
+
+def split_trainval(trainval, p_val=0.2):
+    """Split a trainval list per label: ``round(p_val * n)`` items to val, the rest to train."""
+    p_trn = 1 - p_val
+    print(f"Splitting trainval into {p_trn:.0%} train and {p_val:.0%} val")
+    by_label = defaultdict(list)
+    for idx, item in enumerate(trainval):
+        by_label[item.label].append(idx)
+    train, val = [], []
+    for label, idxs in by_label.items():
+        n_val = round(len(idxs) * p_val)
+        assert n_val > 0, f"label {label} has too few images ({len(idxs)}) for a val split"
+        random.shuffle(idxs)
+        for n, idx in enumerate(idxs):
+            (val if n < n_val else train).append(trainval[idx])
+    return train, val
+
+
+def split_per_class(groups, p_trn=0.5, p_val=0.2):
+    """Split each class's image list into train/val/test by shuffling.
+
+    ``groups`` is a list of ``(label, classname, impaths)``. Per class: train ``round(p_trn*n)``,
+    val ``round(p_val*n)``, test the rest (each must be > 0).
+    """
+    p_tst = 1 - p_trn - p_val
+    print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {p_tst:.0%} test")
+    train, val, test = [], [], []
+    for label, classname, impaths in groups:
+        impaths = sorted(impaths)  # listing order is file-system dependent; make it stable
+        random.shuffle(impaths)
+        n_total = len(impaths)
+        n_train = round(n_total * p_trn)
+        n_val = round(n_total * p_val)
+        n_test = n_total - n_train - n_val
+        assert n_train > 0 and n_val > 0 and n_test > 0, (
+            f"class {classname!r} has too few images ({n_total}) for a train/val/test split"
+        )
+        make = lambda paths: [Datum(impath=p, label=label, classname=classname) for p in paths]  # noqa: E731
+        train += make(impaths[:n_train])
+        val += make(impaths[n_train:n_train + n_val])
+        test += make(impaths[n_train + n_val:])
+    return train, val, test
+
+
+def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
+    """Folder-based random split: one sub-folder per class, sorted names, label = index."""
+    new_cnames = new_cnames or {}
+    categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
+    groups = []
+    for label, category in enumerate(categories):
+        folder = osp.join(image_dir, category)
+        impaths = [osp.join(folder, name) for name in listdir_nohidden(folder)]
+        groups.append((label, new_cnames.get(category, category), impaths))
+    return split_per_class(groups, p_trn=p_trn, p_val=p_val)
+
+
+# ---------------------------------------------------------------------------
+# Base/new subsampling
+# ---------------------------------------------------------------------------
+
+def subsample_classes(*args, subsample="all"):
+    """Keep the first (``base``) or second (``new``) half of the labels, relabelled from 0.
+
+    The label set comes from the first list (the training list); base is the first
+    ``ceil(n/2)`` sorted labels. Every list passed is filtered and relabelled.
+    """
+    assert subsample in ("all", "base", "new"), f"SUBSAMPLE_CLASSES must be all/base/new, got {subsample!r}"
+    if subsample == "all":
+        return args
+    labels = sorted({item.label for item in args[0]})
+    m = math.ceil(len(labels) / 2)
+    print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+    selected = labels[:m] if subsample == "base" else labels[m:]
+    relabeler = {label: new for new, label in enumerate(selected)}
+    output = []
+    for dataset in args:
+        output.append([
+            Datum(impath=item.impath, label=relabeler[item.label], classname=item.classname)
+            for item in dataset if item.label in relabeler
+        ])
+    return output
+
+
+# ---------------------------------------------------------------------------
+# Portable caches (few-shot samples, ImageNet's preprocessed lists)
+# ---------------------------------------------------------------------------
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain Python types only: any class reference is refused.
+
+    So loading a cache never imports project code, and caches written by upstream Dassl
+    (pickled ``Datum`` objects) are detected as an old format instead of being trusted.
+    """
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it references {module}.{name} (old or upstream cache format)")
+
+
+def load_plain_pickle(path):
+    with open(path, "rb") as f:
+        return _PlainUnpickler(f).load()
+
+
+def save_plain_pickle(obj, path):
+    mkdir_if_missing(osp.dirname(path))
+    with atomic_write(path, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def encode_items(items, base_dir):
+    """Datum list -> ``[[relative path, label, classname], ...]``."""
+    return [[to_posix_relpath(item.impath, base_dir), item.label, item.classname] for item in items]
+
+
+def _check_entry(entry):
+    ok = (
+        isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str)
+        and isinstance(entry[1], int) and isinstance(entry[2], str)
+    )
+    if not ok:
+        raise ValueError(f"malformed entry {entry!r}")
+    return entry
+
+
+def fewshot_cache_path(dataset_dir, num_shots, seed):
+    return osp.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
+
+
+def match_fewshot_cache(payload, dataset_dir, sources):
+    """Return ``{name: [Datum]}`` for a cache payload, or raise ``ValueError`` saying why it is stale.
+
+    ``sources`` maps a list name (``train``/``val``) to ``(full list, shots)``. Every cached item
+    must be an item of the current full list with the same label and class name, and each label
+    must hold exactly ``min(shots, available)`` distinct items.
+    """
+    if not isinstance(payload, dict) or payload.get("format") != FEWSHOT_FORMAT:
+        raise ValueError("unknown or old cache format")
+    result = {}
+    for name, (items, shots) in sources.items():
+        if name not in payload or not isinstance(payload[name], list):
+            raise ValueError(f"no {name!r} list")
+        index = {to_posix_relpath(item.impath, dataset_dir): item for item in items}
+        picked, seen = [], set()
+        for entry in payload[name]:
+            rel, label, classname = _check_entry(entry)
+            item = index.get(rel)
+            if item is None:
+                if not osp.isfile(osp.join(dataset_dir, rel)):
+                    raise ValueError(f"listed file no longer exists: {rel}")
+                raise ValueError(f"{rel} is not in the current {name} split")
+            if (item.label, item.classname) != (label, classname):
+                raise ValueError(
+                    f"{rel} is cached as ({label}, {classname!r}) but the split says "
+                    f"({item.label}, {item.classname!r})"
+                )
+            if rel in seen:
+                raise ValueError(f"{rel} is listed twice")
+            seen.add(rel)
+            picked.append(item)
+        available = Counter(item.label for item in items)
+        cached = Counter(item.label for item in picked)
+        for label, n in available.items():
+            if cached.get(label, 0) != min(shots, n):
+                raise ValueError(
+                    f"{name} holds {cached.get(label, 0)} images of label {label}, expected {min(shots, n)}"
+                )
+        result[name] = picked
+    return result
+
+
+def warn_short_classes(sources):
+    """Print ONE line naming the classes that have fewer images than the requested shots."""
+    short = []
+    for name, (items, shots) in sources.items():
+        counts = Counter(item.label for item in items)
+        cnames = {item.label: item.classname for item in items}
+        for label in sorted(counts):
+            if counts[label] < shots:
+                short.append(f"{cnames[label]} ({name} {counts[label]}/{shots})")
+    if short:
+        shown = ", ".join(short[:MAX_LISTED_CLASSES])
+        if len(short) > MAX_LISTED_CLASSES:
+            shown += f", ... and {len(short) - MAX_LISTED_CLASSES} more"
+        print(
+            f"WARNING: {len(short)} class(es) have fewer images than the requested shots; "
+            f"using all of their images: {shown}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Reader base classes
+# ---------------------------------------------------------------------------
+
+class CoOpDataset(DatasetBase):
+    """A reader with CoOp's few-shot sampling (cached) and base/new subsampling.
+
+    Class attributes (relative names, used by ``datasets.mini`` and ``datasets.check`` too):
+    ``dataset_dir`` (folder under the root), ``image_dir`` (relative to ``dataset_dir``),
+    ``anchor`` (DATASETS.md section), ``expected`` (published split sizes).
+    On an instance, ``dataset_dir``/``image_dir`` are absolute paths, as upstream.
+    """
+
+    dataset_dir = ""
+    image_dir = ""
+    anchor = ""
+    expected = {}
+
+    @property
+    def display_name(self):
+        return type(self).__name__
+
+    def resolve_dirs(self, cfg):
+        """Set absolute ``dataset_dir``/``image_dir``/``split_fewshot_dir``; check the folder exists."""
+        cls = type(self)
+        self.dataset_dir = osp.join(data_root(cfg), cls.dataset_dir)
+        require_dir(self.dataset_dir, self.display_name, cls.anchor)
+        self.image_dir = osp.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
+        self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
+        mkdir_if_missing(self.split_fewshot_dir)
+
+    def require_image_dir(self):
+        require_dir(self.image_dir, self.display_name, type(self).anchor, what="image folder")
+
+    def fewshot(self, cfg, train, val=None):
+        """K-shot samples of ``train`` (and ``min(K, 4)`` of ``val``), cached per (K, seed).
+
+        Returns ``(train, val)``; ``val`` is None when not given (ImageNet). A cache that
+        does not match the data is reported and rebuilt, never trusted.
+        """
+        num_shots = int(cfg.DATASET.NUM_SHOTS)
+        if num_shots < 1:
+            return train, val
+        sources = OrderedDict(train=(train, num_shots))
+        if val is not None:
+            sources["val"] = (val, min(num_shots, 4))
+        warn_short_classes(sources)
+        path = fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED)
+        result = self._load_fewshot_cache(path, sources) if osp.exists(path) else None
+        if result is None:
+            result = OrderedDict(
+                (name, self.generate_fewshot_dataset(items, num_shots=shots))
+                for name, (items, shots) in sources.items()
+            )
+            payload = {"format": FEWSHOT_FORMAT, "num_shots": num_shots, "seed": cfg.SEED}
+            payload.update((name, encode_items(items, self.dataset_dir)) for name, items in result.items())
+            print(f"Saving preprocessed few-shot data to {path}")
+            save_plain_pickle(payload, path)
+        return result["train"], result.get("val")
+
+    def _load_fewshot_cache(self, path, sources):
+        """The cached sample, or None (with a warning naming the file) when it must be rebuilt."""
+        try:
+            payload = load_plain_pickle(path)
+        except Exception as e:  # truncated, not a pickle, or pickled objects (old/upstream format)
+            print(f"WARNING: few-shot cache {path} does not match the data (unreadable: {e}); rebuilding it")
+            return None
+        try:
+            result = match_fewshot_cache(payload, self.dataset_dir, sources)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            print(f"WARNING: few-shot cache {path} does not match the data ({e}); rebuilding it")
+            return None
+        print(f"Loading preprocessed few-shot data from {path}")
+        return result
+
+    @staticmethod
+    def subsample_mode(cfg):
+        return cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
+
+
+class SplitDataset(CoOpDataset):
+    """A reader whose split is ``split_zhou_<Name>.json`` (random fallback when it is absent).
+
+    Subclasses set ``split_file`` and, if they support the fallback, ``fallback_files``
+    (paths relative to ``dataset_dir`` that the fallback needs; the image folder is always
+    needed) and implement ``generate_split()``.
+    """
+
+    split_file = ""
+    fallback_files = ()
+    paths_relative_to_dataset_dir = False  # StanfordCars: split paths start at dataset_dir
+
+    @classmethod
+    def required_files(cls):
+        return [cls.split_file]
+
+    @property
+    def path_prefix(self):
+        return self.dataset_dir if type(self).paths_relative_to_dataset_dir else self.image_dir
+
+    @classmethod
+    def listed_images(cls, dataset_dir):
+        """``{split: [absolute image paths]}`` listed in the split JSON (for ``datasets.check``)."""
+        split = read_json(osp.join(dataset_dir, cls.split_file))
+        prefix = dataset_dir if cls.paths_relative_to_dataset_dir else osp.join(dataset_dir, cls.image_dir)
+        return {key: [osp.join(prefix, entry[0]) for entry in split[key]] for key in ("train", "val", "test")}
+
+    def __init__(self, cfg):
+        self.resolve_dirs(cfg)
+        self.split_path = osp.join(self.dataset_dir, type(self).split_file)
+        if osp.isfile(self.split_path):
+            self.require_image_dir()
+            train, val, test = read_split(self.split_path, self.path_prefix)
+        else:
+            train, val, test = self._fallback_split()
+        train, val = self.fewshot(cfg, train, val)
+        train, val, test = subsample_classes(train, val, test, subsample=self.subsample_mode(cfg))
+        super().__init__(train_x=train, val=val, test=test)
+
+    def _fallback_split(self):
+        cls = type(self)
+        needed = [self.image_dir] + [osp.join(self.dataset_dir, p) for p in cls.fallback_files]
+        missing = [p for p in needed if not osp.exists(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.display_name}: split file not found: {self.split_path}; a random split cannot "
+                f"be generated either because {', '.join(missing)} is missing. {doc_hint(cls.anchor)}"
+            )
+        print(
+            f"WARNING: {self.display_name}: split file not found: {self.split_path}; generating a random "
+            f"split (results are only comparable with the published split file, see {DOCS}#{cls.anchor})"
+        )
+        train, val, test = self.generate_split()
+        save_split(train, val, test, self.split_path, self.path_prefix)
+        return train, val, test
+
+    def generate_split(self):
+        raise NotImplementedError
+
+
+class ImageNetVariant(DatasetBase):
+    """A test-only ImageNet variant; subclasses implement ``class_folders(classnames)``.
+
+    Needs its own copy of ImageNet's ``classnames.txt``. ``train_x`` is the full list (only so
+    that the class names can be derived), ``val`` is empty and ``test`` is the same full list.
+    """
+
+    dataset_dir = ""
+    image_dir = ""
+    anchor = ""
+    expected = {}
+
+    @classmethod
+    def required_files(cls):
+        return ["classnames.txt"]
+
+    @classmethod
+    def listed_images(cls, dataset_dir):
+        """``{"test": number of images}`` found in the class folders (for ``datasets.check``)."""
+        return {"test": count_images_in_subfolders(osp.join(dataset_dir, cls.image_dir))}
+
+    def __init__(self, cfg):
+        name = type(self).__name__
+        self.dataset_dir = osp.join(data_root(cfg), type(self).dataset_dir)
+        require_dir(self.dataset_dir, name, self.anchor)
+        self.image_dir = osp.join(self.dataset_dir, type(self).image_dir)
+        require_dir(self.image_dir, name, self.anchor, what="image folder")
+        classnames_path = osp.join(self.dataset_dir, "classnames.txt")
+        require_file(classnames_path, name, self.anchor, what="class-name file (a copy of ImageNet's)")
+        if cfg.DATASET.get("SUBSAMPLE_CLASSES", "all") != "all":
+            print(f"Note: {name} is test-only; DATASET.SUBSAMPLE_CLASSES is ignored (all classes are used)")
+        classnames = read_imagenet_classnames(classnames_path)
+        data = []
+        for label, (folder, classname) in enumerate(self.class_folders(classnames)):
+            folder = osp.join(self.image_dir, folder)
+            for imname in sorted(listdir_nohidden(folder)):
+                data.append(Datum(impath=osp.join(folder, imname), label=label, classname=classname))
+        super().__init__(train_x=data, val=[], test=data)
+
+    def class_folders(self, classnames):
+        raise NotImplementedError
+
+    def wnid_folders(self, classnames):
+        """Sorted wnid sub-folders present (files such as README.txt skipped), relabelled 0..n-1."""
+        wnids = sorted_subfolders(self.image_dir)
+        unknown = [w for w in wnids if w not in classnames]
+        if unknown:
+            raise KeyError(f"{type(self).__name__}: folders {unknown[:5]} have no entry in classnames.txt")
+        return [(wnid, classnames[wnid]) for wnid in wnids]

@@ -1,0 +1,31 @@
+"""Shared fixtures. Dataset layer: a miniature data root and an image corrupter."""
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def mini_root(tmp_path_factory):
+    """Miniature copies of all 15 datasets (``python -m datasets.mini``), built once per session.
+
+    Treat it as read-mostly: tests that delete or edit files should build their own copy.
+    """
+    from datasets.mini import build
+
+    root = tmp_path_factory.mktemp("mini_data")
+    build(str(root), verbose=False)
+    return str(root)
+
+
+@pytest.fixture
+def corrupt_image():
+    """A function that overwrites an image file with bytes no image decoder accepts."""
+
+    def corrupt(path):
+        if os.path.exists(path):
+            os.remove(path)  # a new file: never write through a hard link into shared data
+        with open(path, "wb") as f:
+            f.write(b"this is not an image file")
+        return path
+
+    return corrupt
