@@ -2,6 +2,12 @@
 import os
 
 import pytest
+import torch
+
+# Tests use miniature models: one thread is as fast as two there, and immune to a busy machine
+# (OpenMP threads oversubscribing a loaded CPU slow small ops down by 10-50x).
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
