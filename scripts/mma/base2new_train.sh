@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# MMA base-to-novel, step 1: train on the base classes (then test on the base test split).
+#   bash scripts/mma/base2new_train.sh DATASET SEED [CFG]
+# CFG defaults to vit_b16_ep5 (vit_b16_ep5_imnet for imagenet). Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
+# Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/MultiModalAdapter/CFG/seedSEED
+# (Unified project layout with a <cfg> level; the reference's MMA folders have none.)
+source "$(dirname "$0")/../common.sh"
+DATASET=$1
+SEED=$2
+if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_ep5_imnet; else DEFAULT_CFG=vit_b16_ep5; fi
+b2n_train MultiModalAdapter "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# MMA cross-dataset / domain generalisation, step 2: eval-only on a target (all classes, full test set).
+#   bash scripts/mma/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_xd)
+# DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
+# Output: $OUTPUT/evaluation/MultiModalAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
+source "$(dirname "$0")/../common.sh"
+xd_test MultiModalAdapter "$1" "$2" "${3:-vit_b16_xd}" "${4:-}"

@@ -1,0 +1,146 @@
+"""CLIP-Adapter (Gao et al., 2021): trainer ``CLIP_Adapter``.
+
+A bottleneck MLP on CLIP's image feature, blended with the raw (unnormalised) feature:
+f' = RATIO * A(f) + (1 - RATIO) * f with A = Linear(c -> c/REDUCTION) -> ReLU -> Linear(-> c) -> ReLU,
+no biases. The classifier is the frozen CLIP text feature of CoOp's per-dataset template. Logits are
+exp(logit_scale) * cos(f', W); loss cross-entropy. Only the adapter trains (registered as
+``clip_adapter``). Spec: clip_adapter.md.
+
+Training images are augmented (random resized crop, flip), so image features are not cached; the
+text classifier is fixed and computed once.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from clip import load_clip_to_cpu, model_dtype
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_pretrained_weights
+
+from .common.checkpoint import load_adapted_model
+from .common.templates import class_prompts, template_for
+from .common.utils import (
+    autocast_for, backward_and_step, check_prec, freeze_except, make_grad_scaler, report_trainable,
+    text_features_for_prompts,
+)
+
+MODEL_NAME = "clip_adapter"
+
+
+def add_config(cfg):
+    """``TRAINER.CLIP_ADAPTER``: the reference hard-codes ratio 0.2 and reduction 4."""
+    cfg.TRAINER.CLIP_ADAPTER = CN()
+    node = cfg.TRAINER.CLIP_ADAPTER
+    node.RATIO = 0.2  # alpha: weight of the adapter output in the blend with the raw image feature
+    node.REDUCTION = 4  # bottleneck width = embedding width / REDUCTION
+    node.PREC = "fp32"  # fp16, fp32 or amp
+    node.CACHE_TEXT_FEATURES = True  # False: recompute the (fixed) text classifier in every forward
+
+
+class Adapter(nn.Module):
+    """``fc``: Linear(c -> c/reduction) -> ReLU -> Linear(c/reduction -> c) -> ReLU, no biases; [B, c] -> [B, c]."""
+
+    def __init__(self, width, reduction):
+        super().__init__()
+        hidden = width // reduction
+        self.fc = nn.Sequential(
+            nn.Linear(width, hidden, bias=False),
+            nn.ReLU(),
+            nn.Linear(hidden, width, bias=False),
+            nn.ReLU(),
+        )
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class AdapterCLIP(nn.Module):
+    """Frozen CLIP, the visual adapter and the fixed text classifier; ``forward(images) -> logits [B, n_cls]``."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        node = cfg.TRAINER.CLIP_ADAPTER
+        self.clip_model = clip_model
+        # c comes from the backbone (512 for ViT-B/16, 1024 for RN50); the reference hard-codes 1024.
+        self.adapter = Adapter(clip_model.visual.output_dim, node.REDUCTION)
+        self.ratio = node.RATIO
+        self.prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
+        print(f"Prompts (first of {len(self.prompts)}): {self.prompts[0]!r}")
+        self.cache_text_features = node.CACHE_TEXT_FEATURES
+        self._text_features = None
+
+    def text_features(self):
+        """Normalised text features [n_cls, embed_dim] of the class prompts (frozen CLIP, CLIP's precision).
+
+        Computed outside autocast, so that the cached and the per-forward classifier are the same.
+        """
+        if self._text_features is not None:
+            return self._text_features
+        device = self.clip_model.logit_scale.device
+        with torch.autocast(device.type, enabled=False):
+            features = text_features_for_prompts(self.clip_model, self.prompts, device)
+        if self.cache_text_features:
+            self._text_features = features
+        return features
+
+    def forward(self, images):
+        with torch.no_grad():  # CLIP is frozen; only the adapter needs autograd
+            image_features = self.clip_model.encode_image(images.to(model_dtype(self.clip_model)))
+        blended = self.ratio * self.adapter(image_features) + (1 - self.ratio) * image_features
+        blended = blended / blended.norm(dim=-1, keepdim=True)
+        logit_scale = self.clip_model.logit_scale.exp()
+        return logit_scale * blended @ self.text_features().t()
+
+
+@TRAINER_REGISTRY.register()
+class CLIP_Adapter(TrainerX):
+    """CLIP-Adapter: trains the visual adapter with cross-entropy (clip_adapter.md §4)."""
+
+    def check_cfg(self, cfg):
+        check_prec(cfg.TRAINER.CLIP_ADAPTER.PREC, "TRAINER.CLIP_ADAPTER.PREC")
+
+    def build_model(self):
+        cfg = self.cfg
+        self.prec = cfg.TRAINER.CLIP_ADAPTER.PREC
+        classnames = self.dm.dataset.classnames
+
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip_to_cpu(cfg)  # fp32
+        print("Building CLIP-Adapter")
+        self.model = AdapterCLIP(cfg, classnames, clip_model)
+        if self.prec == "fp16":
+            self.model.half()
+        freeze_except(self.model, ["adapter"])
+        report_trainable(self.model)
+        if cfg.MODEL.INIT_WEIGHTS:
+            load_pretrained_weights(self.model.adapter, cfg.MODEL.INIT_WEIGHTS)
+
+        self.model.to(self.device)
+        self.optim = build_optimizer(self.model.adapter, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(MODEL_NAME, self.model.adapter, self.optim, self.sched)
+        self.scaler = make_grad_scaler(self.prec, self.device)
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with autocast_for(self.device, enabled=self.prec == "amp"):
+            output = self.model(image)
+            loss = F.cross_entropy(output, label)
+        backward_and_step(self, loss, self.scaler)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def load_model(self, directory, epoch=None):
+        """``<dir>/clip_adapter/model.pth.tar-<epoch>``; the adapter does not depend on the class list.
+
+        ``token_prefix``/``token_suffix`` are dropped as the reference does (CoOp leftovers, normally absent).
+        """
+        load_adapted_model(self, directory, epoch, drop_keys=("token_prefix", "token_suffix"))

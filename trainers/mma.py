@@ -1,0 +1,349 @@
+"""MMA, the Multi-Modal Adapter of Yang et al. (CVPR 2024): trainer ``MultiModalAdapter``.
+
+Blocks ADAPTER_START..ADAPTER_END (1-based, inclusive) of both CLIP towers get a parallel branch
+that reads the block input through the block's own frozen LN1 and is added after the block, on
+all tokens:  out_i = block_i(x) + s * U_i(relu(S_i(relu(D_i(LN1_i(x)))))).  D/U are per tower and
+per layer; S_i is one projection per layer shared by the two towers. The branch carries the
+reference's gradient rescaling (adapter weights get 1/s times their plain gradient, the residual
+stream the exact one). Text: the fixed prompt "<TEXT_CTX_INIT> <class>." Loss: cross-entropy.
+
+Top to bottom: the gradient-scale operation, the adapter modules, the adapter learner (registered
+as ``adapter_learner``; its state-dict keys are the reference code's), the CLIP wrapper with its
+caches, the trainer. Spec: mma.md.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_pretrained_weights
+
+from .common.checkpoint import load_adapted_model
+from .common.utils import (
+    autocast_for, backward_and_step, check_prec, freeze_except, make_grad_scaler, report_trainable,
+)
+
+# Registered model name = checkpoint folder, the reference code's, so its output folders load.
+MODEL_NAME = "adapter_learner"
+ADAPTER_LISTS = ("text_adapter", "visual_adapter", "shared_adapter")
+# Buffers that depend on the class list: dropped when a checkpoint is loaded for other classes.
+PROMPT_BUFFERS = ("token_embedding", "tokenized_prompts")
+
+
+def add_config(cfg):
+    """``TRAINER.MMADAPTER`` with the reference ``train.py`` defaults (every shipped YAML overrides START and SCALE)."""
+    cfg.TRAINER.MMADAPTER = CN()
+    node = cfg.TRAINER.MMADAPTER
+    node.TEXT_CTX_INIT = ""  # prompt = TEXT_CTX_INIT + " " + class name + "."
+    node.PREC = "amp"  # fp16, fp32 or amp
+    node.ADAPTER_START = 4  # first adapted block (1-based); 0 also adapts the embeddings (slot 0)
+    node.ADAPTER_END = 12  # last adapted block, inclusive
+    node.ADAPTER_DIM = 32  # bottleneck width r, also the width of the shared projection
+    node.ADAPTER_SCALE = 0.1  # s
+    # Speed-ups that leave every number unchanged; switchable for benchmarks and equivalence tests.
+    node.CACHE_FROZEN_TEXT = True  # text hidden states below ADAPTER_START computed once per run
+    node.TRUNCATE_TEXT = True  # text tower runs on positions up to the longest prompt's end token
+    node.CACHE_EVAL_TEXT = True  # in eval mode the text features are computed once
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient rescaling (mma.md §6)
+# ---------------------------------------------------------------------------------------------
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity in the forward pass; multiplies the incoming gradient by ``factor`` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def scale_gradient(x, factor):
+    return _ScaleGradient.apply(x, factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter modules
+# ---------------------------------------------------------------------------------------------
+
+class BottleneckAdapter(nn.Module):
+    """One tower's adapter at one depth: ``down`` width -> r (+ReLU) and ``up`` r -> width.
+
+    The depth's shared projection runs between the two (``AdapterLearner.adapt``).
+    """
+
+    def __init__(self, width, bottleneck):
+        super().__init__()
+        self.down = nn.Sequential(nn.Linear(width, bottleneck), nn.ReLU())
+        self.up = nn.Linear(bottleneck, width)
+
+
+class EmptySlot(nn.Module):
+    """A depth without adapters: no parameters, but unlike ``None`` it makes ``load_state_dict``
+    report a checkpoint's tensors for this depth as unexpected (a different layer range)."""
+
+
+def shared_projection(bottleneck):
+    """S_i: Linear r -> r and ReLU, used by both towers at depth i."""
+    return nn.Sequential(nn.Linear(bottleneck, bottleneck), nn.ReLU())
+
+
+class AdapterLearner(nn.Module):
+    """All MMA parameters plus the fixed prompt buffers.
+
+    Each list has one slot per depth 0..L (13 for 12-block towers); slot i holds the adapters of
+    block i, slot 0 those of the embeddings (used only when ADAPTER_START is 0), and slots outside
+    [START, END] hold an ``EmptySlot`` (no parameters, no state-dict keys). Keys therefore read
+    ``text_adapter.<i>.down.0.weight``, ``text_adapter.<i>.up.bias``, ``shared_adapter.<i>.0.weight``,
+    as in the reference code.
+    """
+
+    def __init__(self, clip_model, prompts, start, end, bottleneck, scale):
+        super().__init__()
+        depth = len(clip_model.transformer.resblocks)
+        vision_depth = len(clip_model.visual.transformer.resblocks)
+        if depth != vision_depth:
+            raise ValueError(f"MMA needs towers of equal depth; got text {depth}, vision {vision_depth}")
+        if not 0 <= start <= end <= depth:
+            raise ValueError(
+                f"Need 0 <= ADAPTER_START <= ADAPTER_END <= {depth}; got START {start}, END {end}")
+        adapted = range(start, end + 1)
+        text_width = clip_model.transformer.width
+        vision_width = clip_model.visual.transformer.width
+        self.text_adapter = nn.ModuleList(
+            [BottleneckAdapter(text_width, bottleneck) if i in adapted else EmptySlot() for i in range(depth + 1)])
+        self.visual_adapter = nn.ModuleList(
+            [BottleneckAdapter(vision_width, bottleneck) if i in adapted else EmptySlot() for i in range(depth + 1)])
+        self.shared_adapter = nn.ModuleList(
+            [shared_projection(bottleneck) if i in adapted else EmptySlot() for i in range(depth + 1)])
+        self.scale = scale
+        self._init_weights()
+
+        # The prompts are fixed: tokenised and embedded once with the frozen token embedding.
+        tokens = tokenize(prompts)  # [n_cls, 77]
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(tokens).to(model_dtype(clip_model))
+        self.register_buffer("token_embedding", embedding)  # [n_cls, 77, d_t]
+        self.register_buffer("tokenized_prompts", tokens)  # [n_cls, 77]
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def adapt(self, modality, i, z):
+        """A^m_i(z) = U(relu(S(relu(D(z))))) for ``modality`` "text" or "visual"; ``z`` [N, tokens, width]."""
+        adapter = (self.text_adapter if modality == "text" else self.visual_adapter)[i]
+        return adapter.up(self.shared_adapter[i](adapter.down(z)))
+
+    def branch(self, modality, i, block, x):
+        """The branch of block i on its input ``x``: s * A(LN1(x)), with the reference's gradient rescaling.
+
+        The gradient is scaled by s on the way into LN1 and by 1/s on the way out of the scaled
+        adapter output: the adapter weights get 1/s times their plain gradient while the gradient
+        that reaches the residual stream through the branch is exact (the two factors cancel).
+        """
+        z = block.ln_1(scale_gradient(x, self.scale))
+        return scale_gradient(self.scale * self.adapt(modality, i, z), 1.0 / self.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLIP with the adapters wired in
+# ---------------------------------------------------------------------------------------------
+
+def _autocast_state(device):
+    return torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
+
+
+class MultiModalAdapterCLIP(nn.Module):
+    """Frozen CLIP plus ``adapter_learner``; ``forward(images [B,3,H,W]) -> logits [B, n_cls]``.
+
+    Caches (each can be switched off and gives the same numbers as the direct path):
+    - the text hidden states entering the first adapted block, which depend only on the fixed
+      prompts and the frozen blocks below it: computed once per run (per autocast setting);
+    - in eval mode, the text features: computed once, dropped whenever the learner is back in
+      training mode or loads new weights.
+    The text tower runs only up to the longest prompt's end-of-text position (TRUNCATE_TEXT): under
+    the causal mask later positions cannot affect the features. The vision tower below the first
+    adapted block runs without autograd (images change every batch, so it is not cached).
+    """
+
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        node = cfg.TRAINER.MMADAPTER
+        prefix = node.TEXT_CTX_INIT
+        prompts = [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
+        print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
+        self.clip_model = clip_model
+        self.adapter_learner = AdapterLearner(
+            clip_model, prompts, node.ADAPTER_START, node.ADAPTER_END, node.ADAPTER_DIM, node.ADAPTER_SCALE)
+        self.start, self.end, self.scale = node.ADAPTER_START, node.ADAPTER_END, node.ADAPTER_SCALE
+        self.first_adapted_block = max(self.start, 1)
+        self.cache_frozen_text = node.CACHE_FROZEN_TEXT
+        self.truncate_text = node.TRUNCATE_TEXT
+        self.cache_eval_text = node.CACHE_EVAL_TEXT
+        self.clear_caches()
+        # New weights or prompt buffers (checkpoint loading, resuming) make every cache stale.
+        self.adapter_learner.register_load_state_dict_post_hook(lambda module, keys: self.clear_caches())
+
+    def clear_caches(self):
+        self._frozen_text = {}  # (length, device, autocast state) -> hidden state [n_cls, length, d_t]
+        self._eval_text_features = None  # [n_cls, embed_dim], normalised
+
+    # --- adapted blocks, shared by both towers ---
+
+    def adapted_blocks(self, modality, x, attn_mask=None):
+        """Blocks first_adapted..L of a tower on ``x`` [N, tokens, width], with the MMA branches added."""
+        tower = self.clip_model if modality == "text" else self.clip_model.visual
+        blocks = tower.transformer.resblocks
+
+        def add_branch(i, x_in, x_out):
+            if i > self.end:
+                return x_out
+            return x_out + self.adapter_learner.branch(modality, i, blocks[i - 1], x_in)
+
+        return layerwise.run_blocks(blocks, x, attn_mask, first=self.first_adapted_block, after_block=add_branch)
+
+    # --- text side ---
+
+    def text_input(self, length):
+        """Prompt embeddings plus positions ``[n_cls, length, d_t]``; slot 0 acts before the positions."""
+        x = self.adapter_learner.token_embedding[:, :length]
+        if self.start == 0:  # embedding-level adapter: no LayerNorm, no gradient rescaling
+            x = x + self.scale * self.adapter_learner.adapt("text", 0, x)
+        return x + self.clip_model.positional_embedding[:length].to(x.dtype)
+
+    def frozen_text_hidden(self, length):
+        """Text hidden states entering the first adapted block (no autograd: nothing below trains)."""
+        device = self.adapter_learner.token_embedding.device
+        key = (length, device, _autocast_state(device))
+        if key in self._frozen_text:
+            return self._frozen_text[key]
+        with torch.no_grad():
+            x = self.text_input(length)
+            x = layerwise.run_blocks(self.clip_model.transformer.resblocks, x,
+                                     layerwise.causal_mask(self.clip_model, length),
+                                     first=1, last=self.first_adapted_block - 1)
+        if self.cache_frozen_text:
+            self._frozen_text[key] = x
+        return x
+
+    def encode_text(self):
+        """Text features of all class prompts, through the adapted text tower: ``[n_cls, embed_dim]``."""
+        tokens = self.adapter_learner.tokenized_prompts
+        length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
+        # With slot 0 the very first step trains, so nothing is frozen below the adapters.
+        x = self.text_input(length) if self.start == 0 else self.frozen_text_hidden(length)
+        x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, length))
+        return layerwise.text_head(self.clip_model, x, layerwise.eot_positions(tokens))
+
+    def text_features(self):
+        """Normalised text features; in eval mode computed once (without autograd) and reused."""
+        if self.adapter_learner.training or not self.cache_eval_text:
+            self._eval_text_features = None
+            features = self.encode_text()
+            return features / features.norm(dim=-1, keepdim=True)
+        if self._eval_text_features is None:
+            with torch.no_grad():
+                features = self.encode_text()
+            self._eval_text_features = features / features.norm(dim=-1, keepdim=True)
+        return self._eval_text_features
+
+    # --- image side ---
+
+    def encode_image(self, images):
+        """Image features through the adapted vision tower: ``[B, embed_dim]``."""
+        visual = self.clip_model.visual
+        with torch.no_grad():  # the stem and the blocks below the first adapted block are frozen
+            x = layerwise.image_embeddings(visual, images)
+            x = layerwise.run_blocks(visual.transformer.resblocks, x, first=1, last=self.first_adapted_block - 1)
+        if self.start == 0:  # slot 0 on ln_pre's output: no gradient rescaling
+            x = x + self.scale * self.adapter_learner.adapt("visual", 0, x)
+        x = self.adapted_blocks("visual", x)
+        return layerwise.image_head(visual, x)
+
+    def forward(self, images):
+        text_features = self.text_features()
+        image_features = self.encode_image(images)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        logit_scale = self.clip_model.logit_scale.exp()
+        return logit_scale * image_features @ text_features.t()
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------
+
+@TRAINER_REGISTRY.register()
+class MultiModalAdapter(TrainerX):
+    """MMA: trains the adapter learner with cross-entropy; CLIP stays frozen (mma.md §11)."""
+
+    def check_cfg(self, cfg):
+        check_prec(cfg.TRAINER.MMADAPTER.PREC, "TRAINER.MMADAPTER.PREC")
+        if cfg.INPUT.SIZE[0] != 224:
+            raise ValueError(f"MMA expects INPUT.SIZE 224 (as the reference asserts); got {cfg.INPUT.SIZE}")
+
+    def build_model(self):
+        cfg = self.cfg
+        self.prec = cfg.TRAINER.MMADAPTER.PREC
+        classnames = self.dm.dataset.classnames
+
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip_to_cpu(cfg)  # fp32
+        if self.prec == "fp16":
+            clip_model.half()
+
+        print("Building MMA (multi-modal adapters)")
+        self.model = MultiModalAdapterCLIP(cfg, classnames, clip_model)
+        if self.prec == "fp16":
+            self.model.adapter_learner.half()
+        freeze_except(self.model, ADAPTER_LISTS)
+        report_trainable(self.model)
+        if cfg.MODEL.INIT_WEIGHTS:
+            self.load_init_weights(cfg.MODEL.INIT_WEIGHTS)
+
+        self.model.to(self.device)
+        learner = self.model.adapter_learner
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(MODEL_NAME, learner, self.optim, self.sched)
+        self.scaler = make_grad_scaler(self.prec, self.device)
+
+    def load_init_weights(self, path):
+        """MODEL.INIT_WEIGHTS into the learner; the prompt buffers of this run's classes are kept."""
+        learner = self.model.adapter_learner
+        prompts = {name: getattr(learner, name).clone() for name in PROMPT_BUFFERS}
+        load_pretrained_weights(learner, path)
+        for name, value in prompts.items():
+            getattr(learner, name).copy_(value)
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with autocast_for(self.device, enabled=self.prec == "amp"):
+            output = self.model(image)
+            loss = F.cross_entropy(output, label)
+        backward_and_step(self, loss, self.scaler)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def load_model(self, directory, epoch=None):
+        """Ours or a reference output folder: ``<dir>/adapter_learner/model.pth.tar-<epoch>``.
+
+        The prompt buffers belong to the training classes and are dropped; this run keeps its own.
+        """
+        load_adapted_model(self, directory, epoch, drop_keys=PROMPT_BUFFERS)
