@@ -20,12 +20,14 @@ def _find_model_file(directory, folder_names, model_file):
     raise FileNotFoundError(f'Model not found at "{tried[0]}"' + (f" (also tried {tried[1:]})" if tried[1:] else ""))
 
 
-def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None):
+def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None, keep=None):
     """Load ``directory/<name>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``) into each registered model.
 
     ``drop_keys``: state-dict keys that depend on the class list (deleted before loading).
     ``folder_names``: per registered name, the folder names to look for (ours first, then the
     reference code's older names). ``rename``: optional function mapping a loaded key to ours.
+    ``keep``: optional predicate on a (renamed) key; keys it rejects are dropped, e.g. the frozen
+    backbone stored in a reference code's whole-model checkpoint.
     Every key we keep must load: unexpected or missing trainable tensors raise an error.
     """
     if not directory:
@@ -41,6 +43,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
             state_dict.pop(key, None)
         if rename is not None:
             state_dict = {rename(k): v for k, v in state_dict.items()}
+        if keep is not None:
+            state_dict = {k: v for k, v in state_dict.items() if keep(k)}
         model = trainer._models[name]
         print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
