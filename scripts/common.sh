@@ -74,11 +74,14 @@ test_run() {
     shift 7
     prepare_run "$dir" test || return 0
     if [ -z "$loadep" ]; then loadep=$(latest_epoch "$model_dir"); fi
+    # LOADEP "best": no --load-epoch, so model-best.pth.tar is loaded (configs with TEST.FINAL_MODEL best_val).
+    local load_epoch=(--load-epoch "$loadep")
+    if [ "$loadep" = best ]; then load_epoch=(); fi
     # shellcheck disable=SC2086
     "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
         --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
-        --output-dir "$dir" --model-dir "$model_dir" --load-epoch "$loadep" --eval-only "$@" $OPTS
+        --output-dir "$dir" --model-dir "$model_dir" ${load_epoch[@]+"${load_epoch[@]}"} --eval-only "$@" $OPTS
 }
 
 b2n_dir() {  # b2n_dir train_base|test_new TRAINER DATASET CFG SEED
@@ -93,7 +96,7 @@ b2n_train() {  # b2n_train TRAINER DATASET SEED CFG [KEY VALUE ...]
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
 }
 
-b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = latest)
+b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = latest, "best" = model-best)
     local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
     shift $(( $# < 5 ? $# : 5 ))
     test_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir test_new "$trainer" "$dataset" "$cfg" "$seed")" \
@@ -113,4 +116,23 @@ xd_test() {  # xd_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (all c
     shift $(( $# < 5 ? $# : 5 ))
     test_run "$trainer" "$dataset" "$cfg" "$seed" "$OUTPUT/evaluation/$trainer/${cfg}_${SHOTS}shots/$dataset/seed$seed" \
         "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" "$loadep" "$@"
+}
+
+# The per-GPU drivers, through a method's own scripts (so its default configs apply).
+all_base2new() {  # all_base2new METHOD_SCRIPT_DIR GPU SEED: every dataset, train on base then test on new
+    local here="$1" seed="$3" dataset
+    export GPU="$2" CUDA_VISIBLE_DEVICES="$2"
+    for dataset in $B2N_DATASETS; do
+        bash "$here/base2new_train.sh" "$dataset" "$seed"
+        bash "$here/base2new_test.sh" "$dataset" "$seed"
+    done
+}
+
+all_xd() {  # all_xd METHOD_SCRIPT_DIR GPU SEED: train on ImageNet, test the 10 other datasets and the 4 variants
+    local here="$1" seed="$3" dataset
+    export GPU="$2" CUDA_VISIBLE_DEVICES="$2"
+    bash "$here/xd_train.sh" "$seed"
+    for dataset in $XD_TARGETS $DG_TARGETS; do
+        bash "$here/xd_test.sh" "$dataset" "$seed"
+    done
 }

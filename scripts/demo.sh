@@ -22,7 +22,9 @@ DATASETS=${DATASETS:-"caltech101 eurosat"}
 SEEDS=${SEEDS:-"1 2"}
 METHODS=${METHODS:-"clip_adapter mma attn_mm_adapter mmrl"}
 EPOCHS=${EPOCHS:-2}
-export OPTS="MODEL.BACKBONE.NAME test-tiny MODEL.BACKBONE.WEIGHTS random DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH $EPOCHS ${OPTS:-}"
+# fp32 everywhere: "amp" means bf16 autocast on a CPU, which many CPUs emulate very slowly.
+PREC_FP32="TRAINER.MMADAPTER.PREC fp32 TRAINER.CLIP_ADAPTER.PREC fp32 TRAINER.MMRL.PREC fp32 TRAINER.ATTN_MM_ADAPTER.PREC fp32"
+export OPTS="MODEL.BACKBONE.NAME test-tiny MODEL.BACKBONE.WEIGHTS random DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH $EPOCHS $PREC_FP32 ${OPTS:-}"
 
 start=$(date +%s)
 echo "== Miniature datasets in $DATA: $DATASETS"

@@ -3,10 +3,4 @@
 # test on the 10 other datasets and the 4 ImageNet variants.
 #   bash scripts/clip_adapter/xd_all.sh GPU SEED
 source "$(dirname "$0")/../common.sh"
-export GPU=$1
-SEED=$2
-HERE="$(dirname "$0")"
-bash "$HERE/xd_train.sh" "$SEED"
-for DATASET in $XD_TARGETS $DG_TARGETS; do
-    bash "$HERE/xd_test.sh" "$DATASET" "$SEED"
-done
+all_xd "$(dirname "$0")" "$1" "$2"
