@@ -165,6 +165,17 @@ def build_parser():
     return parser
 
 
+def run(argv):
+    """``main`` on an argument list, in this process; the log tee is closed and stdout restored."""
+    saved = sys.stdout
+    try:
+        return main(build_parser().parse_args(argv))
+    finally:
+        if sys.stdout is not saved:
+            sys.stdout.close()
+            sys.stdout = saved
+
+
 def cli(argv=None):
     args = build_parser().parse_args(argv)
     try:

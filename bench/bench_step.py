@@ -58,6 +58,11 @@ def main():
         "index": torch.arange(bs),
         "impath": [""] * bs,
     }
+    # A trainer whose epoch loop feeds something other than images (e.g. cached features) converts
+    # the synthetic batch once, outside the timing.
+    prepare = getattr(trainer, "prepare_bench_batch", None)
+    if prepare is not None:
+        batch = prepare(batch)
     trainer.set_model_mode("train")
     trainer.num_batches, trainer.batch_idx = 10**6, 0  # never the last batch: no LR step
     cuda = trainer.device.type == "cuda"

@@ -5,6 +5,8 @@
 # CUDA_VISIBLE_DEVICES), OPTS (extra "KEY VALUE" overrides), SHOTS (default 16), PYTHON.
 # A finished run (its log has the result block) is skipped; an unfinished one resumes from its
 # last checkpoint, and its old log is kept as log.txt-unfinished-<time> (logs are never overwritten).
+# With RUN_QUEUE=FILE, each train.py command line is appended to FILE instead of run;
+# `python scripts/run_queue.py FILE` then runs the queue in one process (imports paid once).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,13 +58,23 @@ latest_epoch() {
     head -n 1 "$pointer" | sed 's/^model\.pth\.tar-//'
 }
 
+# train_py ARGS...: run train.py, or queue the command line when RUN_QUEUE is set.
+train_py() {
+    if [ -n "${RUN_QUEUE:-}" ]; then
+        printf '%q ' "$REPO/train.py" "$@" >> "$RUN_QUEUE"
+        echo >> "$RUN_QUEUE"
+    else
+        "$PYTHON" "$REPO/train.py" "$@"
+    fi
+}
+
 # train_run TRAINER DATASET CFG SEED DIR [KEY VALUE ...]
 train_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5"
     shift 5
     prepare_run "$dir" train || return 0
     # shellcheck disable=SC2086
-    "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
+    train_py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
         --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
         --output-dir "$dir" "$@" $OPTS
@@ -78,7 +90,7 @@ test_run() {
     local load_epoch=(--load-epoch "$loadep")
     if [ "$loadep" = best ]; then load_epoch=(); fi
     # shellcheck disable=SC2086
-    "$PYTHON" "$REPO/train.py" --root "$DATA" --seed "$seed" --trainer "$trainer" \
+    train_py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
         --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
         --output-dir "$dir" --model-dir "$model_dir" ${load_epoch[@]+"${load_epoch[@]}"} --eval-only "$@" $OPTS

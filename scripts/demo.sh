@@ -8,8 +8,9 @@
 # accuracies mean nothing; the point is the pipeline. Environment (defaults in brackets):
 #   DATA [data_mini]  OUTPUT [output/demo]  DATASETS ["caltech101 eurosat"]  SEEDS ["1 2"]
 #   METHODS ["clip_adapter mma attn_mm_adapter mmrl"]  SHOTS [2]  EPOCHS [2]
-# Seeds run in parallel, one CPU thread each. Each run's full log is in its output folder
-# (log.txt); console output goes to $OUTPUT/console/.
+# The runs are those of the per-method scripts (scripts/<method>/base2new_{train,test}.sh), queued
+# and executed in one Python process per seed (imports paid once), seeds in parallel, one CPU thread
+# each. Each run's full log is in its output folder (log.txt); console output in $OUTPUT/console/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,33 +33,32 @@ echo "== Miniature datasets in $DATA: $DATASETS"
 python -m datasets.mini --root "$DATA" --datasets $DATASETS | tail -n 1
 
 mkdir -p "$OUTPUT/console"
-n_methods=$(wc -w <<< "$METHODS"); n_datasets=$(wc -w <<< "$DATASETS")
-total=$((n_methods * n_datasets)); step=0
 
-# run_seed METHOD DATASET SEED: base training then the novel-class test, console to one file.
-run_seed() {
-    local console="$OUTPUT/console/$1_$2_seed$3.txt"
-    if ! { bash "scripts/$1/base2new_train.sh" "$2" "$3" && bash "scripts/$1/base2new_test.sh" "$2" "$3"; } \
-            > "$console" 2>&1; then
-        echo "FAILED: $1 $2 seed $3; the end of $console:" >&2
-        tail -n 25 "$console" >&2
-        return 1
-    fi
+# queue_and_run SEED STEP: queue STEP (train or test) of every method and dataset through the
+# method's own scripts, then run the queue in one Python process (see scripts/run_queue.py).
+queue_and_run() {
+    local seed="$1" step="$2" method dataset
+    local queue="$OUTPUT/console/queue_${step}_seed$seed.txt"
+    : > "$queue"
+    for method in $METHODS; do
+        for dataset in $DATASETS; do
+            RUN_QUEUE="$queue" bash "scripts/$method/base2new_$step.sh" "$dataset" "$seed"
+        done
+    done
+    python scripts/run_queue.py "$queue" --label "seed $seed $step " --console "$OUTPUT/console/seed$seed.txt"
 }
 
-for method in $METHODS; do
-    for dataset in $DATASETS; do
-        step=$((step + 1))
-        t0=$(date +%s)
-        printf "== [%d/%d] %-16s %-12s seeds %s ... " "$step" "$total" "$method" "$dataset" "$SEEDS"
-        pids=()
-        for seed in $SEEDS; do
-            run_seed "$method" "$dataset" "$seed" & pids+=($!)
-        done
-        for pid in "${pids[@]}"; do wait "$pid"; done
-        echo "done ($(( $(date +%s) - t0 )) s)"
-    done
+echo "== Base-to-novel: $METHODS on $DATASETS, seeds $SEEDS (one process per seed, in parallel)"
+pids=()
+for seed in $SEEDS; do
+    { queue_and_run "$seed" train && queue_and_run "$seed" test; } & pids+=($!)
 done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+if [ "$status" != 0 ]; then
+    echo "The demo failed; console output is in $OUTPUT/console/" >&2
+    exit 1
+fi
 
 echo "== Results (random weights: the numbers only show that the pipeline works)"
 python parse_test_res.py "$OUTPUT" --table

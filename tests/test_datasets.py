@@ -103,7 +103,10 @@ def tree_hash(root):
 # ---------------------------------------------------------------------------
 
 def test_registry_and_dataset_configs():
-    assert sorted(DATASET_REGISTRY.registered_names()) == sorted(NUM_CLASSES)
+    # the project's readers (test modules may register toy datasets of their own)
+    readers = [n for n in DATASET_REGISTRY.registered_names()
+               if DATASET_REGISTRY.get(n).__module__.startswith("datasets.")]
+    assert sorted(readers) == sorted(NUM_CLASSES)
     files = sorted(os.listdir(osp.join(REPO, "configs", "datasets")))
     assert files == sorted(f"{stem}.yaml" for stem in CONFIG_STEMS)
     for stem, name in CONFIG_STEMS.items():

@@ -3,5 +3,9 @@
 A module may define ``add_config(cfg)`` (its config node) and ``apply_dataset_overrides(cfg)``.
 """
 from . import zsclip
+from . import mma
+from . import clip_adapter
+from . import mmrl
+from . import attn_mm_adapter
 
-TRAINER_MODULES = [zsclip]
+TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter]

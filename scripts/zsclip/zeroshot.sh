@@ -9,7 +9,7 @@ SUBSAMPLE=${3:-all}
 DIR="$OUTPUT/zeroshot/$DATASET/ZeroshotCLIP/${CFG}_${SUBSAMPLE}"
 prepare_run "$DIR" test || exit 0
 # shellcheck disable=SC2086
-"$PYTHON" "$REPO/train.py" --root "$DATA" --trainer ZeroshotCLIP \
+train_py --root "$DATA" --trainer ZeroshotCLIP \
     --dataset-config-file "$REPO/configs/datasets/$DATASET.yaml" \
     --config-file "$REPO/configs/trainers/ZeroshotCLIP/$CFG.yaml" \
     --output-dir "$DIR" --eval-only DATASET.SUBSAMPLE_CLASSES "$SUBSAMPLE" $OPTS

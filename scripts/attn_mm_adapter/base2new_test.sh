@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# AttnMMAdapter base-to-novel, step 2: eval-only on the new classes with the base-trained adapter.
+#   bash scripts/attn_mm_adapter/base2new_test.sh DATASET SEED [CFG] [LOADEP]
+# LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
+# Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/AttnMMAdapter/CFG/seedSEED
+source "$(dirname "$0")/../common.sh"
+source "$(dirname "$0")/_loadep.sh"
+CFG=${3:-vit_b16_paper}
+b2n_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-$(default_loadep "$CFG")}"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# AttnMMAdapter base-to-novel, step 1: train on the base classes (then test on the base test split).
+#   bash scripts/attn_mm_adapter/base2new_train.sh DATASET SEED [CFG]
+# CFG defaults to vit_b16_paper (early stopping on val, best-val model); vit_b16 = fixed 200 epochs.
+# Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
+# Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/AttnMMAdapter/CFG/seedSEED
+source "$(dirname "$0")/../common.sh"
+b2n_train AttnMMAdapter "$1" "$2" "${3:-vit_b16_paper}"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# AttnMMAdapter cross-dataset / domain generalisation, step 2: eval-only on a target (all classes, full test set).
+#   bash scripts/attn_mm_adapter/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_paper)
+# LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
+# Output: $OUTPUT/evaluation/AttnMMAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
+source "$(dirname "$0")/../common.sh"
+source "$(dirname "$0")/_loadep.sh"
+CFG=${3:-vit_b16_paper}
+xd_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-$(default_loadep "$CFG")}"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# AttnMMAdapter cross-dataset / domain generalisation, step 1: train on ImageNet (all classes, $SHOTS shots).
+#   bash scripts/attn_mm_adapter/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_paper)
+# Output: $OUTPUT/imagenet/AttnMMAdapter/CFG_${SHOTS}shots/seedSEED
+source "$(dirname "$0")/../common.sh"
+xd_train AttnMMAdapter "$1" "${2:-vit_b16_paper}"

@@ -1,0 +1,434 @@
+"""Attention-based Multi-Modal Adapter (Seputis, Mihailov, Chatterjee, Xiao, 2024; arXiv 2409.02958).
+
+CLIP stays frozen and only its final, L2-normalised embeddings are used. For every image the adapter
+reads a sequence of C + 1 tokens, the C class-text embeddings followed by the image embedding:
+
+    downsampler (512 -> 32 -> 128)  ->  masked multi-head attention (4 heads)  ->  upsampler (128 -> 32 -> GELU -> 512)
+
+Its outputs are L2-normalised and blended into the original embeddings with ratio λ = 0.2, which
+gives every image its own adapted class embeddings:
+
+    v'_b  = normalize((1 - λ) v_b + λ â_v,b)        t'_c,b = normalize((1 - λ) t_c + λ â_t,c,b)
+    logit[b, c] = exp(logit_scale) · <v'_b, t'_c,b>
+
+With the paper's mask a text token attends only to the image token and the image token only to
+the C text tokens. The adapter has no class-dependent parameters, so weights trained on base
+classes evaluate directly on new classes and other datasets.
+
+Training follows the paper: Adam, no augmentation, early stopping on validation accuracy. Since
+nothing is augmented and CLIP is frozen, the training and validation features are computed once
+(``trainers/common/feature_cache.py``) and the epochs run on them. Gaussian noise on training
+images (``INPUT.GAUSSIAN_NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
+the public code's transform draws it per image load; training features are then computed from the
+noisy images at every step, while the (clean) validation features stay cached. Specification:
+``attn_mm_adapter.md`` §10.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from clip import layerwise, load_clip_to_cpu
+from dassl.data import DataManager
+from dassl.data.transforms import build_transform
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from .common.checkpoint import load_adapted_model
+from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
+from .common.templates import class_prompts, template_for
+from .common.utils import autocast_for, check_prec, report_trainable, text_features_for_prompts
+
+__all__ = ["add_config", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
+           "AttnMMAdapter"]
+
+MASKS = ("cross_modal", "additive_01", "none")
+BLOCKS = ("mha", "transformer")
+ACTIVATIONS = ("none", "gelu")
+
+
+def add_config(cfg):
+    """``TRAINER.ATTN_MM_ADAPTER`` (attn_mm_adapter.md §10.1) and ``INPUT.GAUSSIAN_NOISE_STD``."""
+    node = CN()
+    node.DOWN_DIMS = [32, 128]  # downsampler Linear output widths; the last is the attention width
+    node.DOWN_ACT = "none"  # between downsampler layers: "none" (public main branch) or "gelu"
+    node.N_HEADS = 4
+    node.UP_DIMS = [32]  # upsampler hidden widths (GELU between layers); the last layer maps to CLIP's width
+    node.RATIO = 0.2  # λ of the blend, both modalities
+    node.MASK = "cross_modal"  # the paper's -inf mask; "none" = full attention; "additive_01" = public main branch
+    node.ADAPT_TEXT = True  # False: only the image is blended; the plain text embeddings classify
+    node.BLOCK = "mha"  # or "transformer": a post-LN encoder layer (feed-forward 2048, ReLU, dropout 0.1)
+    node.PREC = "fp32"  # frozen CLIP forward: fp16, fp32 or amp; the adapter always computes in fp32
+    node.PATIENCE = 0  # early stopping on val accuracy (epochs without improvement); 0 = off; needs best_val
+    node.TRAIN_AUG = True  # False: training images get the test transform (the paper: no augmentation)
+    node.CACHE_FEATURES = True  # compute train (if deterministic) and val features once instead of per step
+    cfg.TRAINER.ATTN_MM_ADAPTER = node
+    # Noise ablation (paper appendix A.2): zero-mean Gaussian noise of this std added to every
+    # normalised training image (training only; 0 = off).
+    cfg.INPUT.GAUSSIAN_NOISE_STD = 0.0
+
+
+def l2_normalize(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+def cross_modal_attention_mask(num_texts, kind="cross_modal", device=None):
+    """Additive attention mask [T, T] for a sequence of ``num_texts`` texts then one image (T = C + 1).
+
+    ``cross_modal``: 0 where exactly one of (query, key) is the image, -inf elsewhere: texts attend
+    only to the image, the image only to the texts (no self-attention, no text-text attention).
+    ``additive_01``: 1.0 at those positions, 0.0 elsewhere (the public main branch; masks nothing).
+    ``none``: no mask (None).
+    """
+    if kind == "none":
+        return None
+    if kind not in MASKS:
+        raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.MASK must be one of {MASKS}, got "{kind}"')
+    is_image = torch.zeros(num_texts + 1, dtype=torch.bool, device=device)
+    is_image[num_texts] = True
+    cross_modal = is_image[:, None] != is_image[None, :]  # [T, T]: query and key of different modality
+    if kind == "additive_01":
+        return cross_modal.float()
+    mask = torch.full((num_texts + 1, num_texts + 1), float("-inf"), device=device)
+    return mask.masked_fill(cross_modal, 0.0)
+
+
+def linear_stack(in_dim, out_dims, activation):
+    """Linear layers (with bias) ``in_dim -> out_dims[0] -> ... -> out_dims[-1]``, ``activation`` between them."""
+    layers = []
+    for i, out_dim in enumerate(out_dims):
+        if i > 0 and activation == "gelu":
+            layers.append(nn.GELU())
+        layers.append(nn.Linear(in_dim, out_dim))
+        in_dim = out_dim
+    return nn.Sequential(*layers)
+
+
+class MultiModalAttentionAdapter(nn.Module):
+    """Downsampler -> masked attention over the tokens of each sequence -> upsampler.
+
+    Default (public main branch, 107,712 parameters at width 512): Linear 512 -> 32, Linear 32 -> 128
+    (no activation between), MultiheadAttention(128, 4 heads), Linear 128 -> 32, GELU, Linear 32 -> 512.
+    No residual, LayerNorm or dropout inside (except in the ``transformer`` block); PyTorch init.
+    """
+
+    def __init__(self, embed_dim, down_dims=(32, 128), down_act="none", n_heads=4, up_dims=(32,), block="mha"):
+        super().__init__()
+        down_dims, up_dims = list(down_dims), list(up_dims)
+        if not down_dims:
+            raise ValueError("TRAINER.ATTN_MM_ADAPTER.DOWN_DIMS must name at least one layer")
+        if down_act not in ACTIVATIONS:
+            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.DOWN_ACT must be one of {ACTIVATIONS}, got "{down_act}"')
+        if block not in BLOCKS:
+            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.BLOCK must be one of {BLOCKS}, got "{block}"')
+        width = down_dims[-1]
+        if width % n_heads:
+            raise ValueError(f"attention width {width} (last DOWN_DIMS entry) is not divisible by N_HEADS {n_heads}")
+        self.block = block
+        self.downsampler = linear_stack(embed_dim, down_dims, down_act)
+        if block == "mha":
+            self.mha = nn.MultiheadAttention(width, n_heads, batch_first=True)
+        else:
+            self.transformer = nn.TransformerEncoderLayer(
+                width, n_heads, dim_feedforward=2048, dropout=0.1, activation="relu", batch_first=True,
+            )
+        self.upsampler = linear_stack(width, up_dims + [embed_dim], "gelu")
+
+    def attend(self, tokens, attn_mask):
+        """Attention over ``tokens`` [B, T, d] with the additive ``attn_mask`` [T, T] (or None) -> [B, T, d]."""
+        if self.block == "mha":
+            mixed, _ = self.mha(tokens, tokens, tokens, attn_mask=attn_mask, need_weights=False)
+            return mixed
+        # The post-LN encoder layer written out with its own submodules: calling the layer would
+        # take PyTorch's inference fast path (eval, no grad), which reads a float mask as a boolean
+        # one, so the additive 0/1 mask would mask the cross-modal pairs instead of adding 1.
+        layer = self.transformer
+        attended, _ = layer.self_attn(tokens, tokens, tokens, attn_mask=attn_mask, need_weights=False)
+        x = layer.norm1(tokens + layer.dropout1(attended))
+        feed_forward = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+        return layer.norm2(x + layer.dropout2(feed_forward))
+
+    def cross_modal_mha(self, down_text, down_image):
+        """``attend`` of the ``mha`` block under the ``cross_modal`` mask, without the [C+1, C+1] scores.
+
+        ``down_text`` [C, d] (the same texts for every image), ``down_image`` [B, d] ->
+        (text position outputs [B, 1, d], image position output [B, d]). Equal to ``attend`` on the
+        [B, C+1, d] sequence up to float rounding, at O(B·C) instead of O(B·C²) cost.
+        """
+        mha = self.mha
+        batch, width = down_image.shape
+        heads = mha.num_heads
+        head_width = width // heads
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        image_value = F.linear(down_image, w_v, b_v)  # [B, d]
+        # A text query has a single allowed key, the image: its softmax weight is exactly 1, so every
+        # text position receives the image's value (the same output for all C texts).
+        text_out = mha.out_proj(image_value).unsqueeze(1)  # [B, 1, d]
+        # The image query attends over the C text keys only.
+        query = F.linear(down_image, w_q, b_q).view(batch, heads, head_width)  # [B, h, d/h]
+        keys = F.linear(down_text, w_k, b_k).view(-1, heads, head_width)  # [C, h, d/h]
+        values = F.linear(down_text, w_v, b_v).view(-1, heads, head_width)  # [C, h, d/h]
+        weights = (torch.einsum("bhk,chk->bhc", query, keys) / head_width ** 0.5).softmax(dim=-1)  # [B, h, C]
+        image_out = mha.out_proj(torch.einsum("bhc,chk->bhk", weights, values).reshape(batch, width))  # [B, d]
+        return text_out, image_out
+
+    def forward(self, tokens, attn_mask):
+        """``tokens`` [B, T, embed_dim] -> adapter outputs [B, T, embed_dim] (not normalised)."""
+        return self.upsampler(self.attend(self.downsampler(tokens), attn_mask))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: frozen CLIP features -> per-image adapted embeddings -> logits
+# ---------------------------------------------------------------------------------------------
+
+class AttnMMAdapterCLIP(nn.Module):
+    """Frozen CLIP, fixed class-text features and the adapter.
+
+    ``encode_images(images)`` gives the frozen, normalised fp32 image features [B, E];
+    ``forward(image_features)`` gives the logits [B, C]. Only ``adapter`` is trainable.
+    """
+
+    def __init__(self, clip_model, adapter, text_features, logit_scale, ratio=0.2, mask="cross_modal",
+                 adapt_text=True, prec="fp32"):
+        super().__init__()
+        self.clip_model = clip_model
+        self.adapter = adapter
+        self.ratio = ratio
+        self.mask_kind = mask
+        self.adapt_text = adapt_text
+        self.prec = prec
+        num_classes = text_features.shape[0]
+        # Depend only on the class list (rebuilt with the trainer for new classes), never saved.
+        self.register_buffer("text_features", text_features, persistent=False)  # [C, E], normalised fp32
+        self.register_buffer("attn_mask", cross_modal_attention_mask(num_classes, mask), persistent=False)
+        self.register_buffer("logit_scale", logit_scale, persistent=False)  # exp(CLIP's logit_scale), frozen
+        # The paper's mask with plain MHA has a closed form (MultiModalAttentionAdapter.cross_modal_mha)
+        # that avoids the [B, heads, C+1, C+1] scores; False forces the general masked attention.
+        self.cross_modal_shortcut = mask == "cross_modal" and adapter.block == "mha"
+
+    @torch.no_grad()
+    def encode_images(self, images):
+        """Frozen CLIP image features [B, E], L2-normalised in fp32."""
+        images = images.to(self.clip_model.visual.conv1.weight.dtype)
+        with autocast_for(images.device, enabled=self.prec == "amp"):
+            features = layerwise.encode_image(self.clip_model, images)
+        return l2_normalize(features.float())
+
+    def blend(self, original, adapted):
+        """normalize((1 - λ) · original + λ · normalize(adapted))."""
+        return l2_normalize((1 - self.ratio) * original + self.ratio * l2_normalize(adapted))
+
+    def forward(self, image_features):
+        """``image_features`` [B, E] (normalised fp32) -> logits [B, C]."""
+        text = self.text_features
+        batch, num_classes = image_features.shape[0], text.shape[0]
+        # Sequence per image: the C texts, then the image. The downsampler acts on each token
+        # alone, so the texts (the same for every image) are downsampled once.
+        down_text = self.adapter.downsampler(text)  # [C, d]
+        down_image = self.adapter.downsampler(image_features)  # [B, d]
+        if self.cross_modal_shortcut:
+            text_mixed, image_mixed = self.adapter.cross_modal_mha(down_text, down_image)  # [B, 1, d], [B, d]
+        else:
+            sequence = torch.cat([down_text.expand(batch, num_classes, -1), down_image.unsqueeze(1)], dim=1)
+            mixed = self.adapter.attend(sequence, self.attn_mask)  # [B, C+1, d]
+            text_mixed, image_mixed = mixed[:, :num_classes], mixed[:, num_classes]  # [B, C, d], [B, d]
+
+        image_adapted = self.blend(image_features, self.adapter.upsampler(image_mixed))  # [B, E]
+        if not self.adapt_text:  # image-only ablation: the text half of the output is unused
+            return self.logit_scale * image_adapted @ text.t()
+        # [B, C, E]: each image gets its own adapted class embeddings.
+        text_adapted = self.blend(text.unsqueeze(0), self.adapter.upsampler(text_mixed))
+        return self.logit_scale * torch.einsum("be,bce->bc", image_adapted, text_adapted)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+@TRAINER_REGISTRY.register()
+class AttnMMAdapter(TrainerX):
+    """Trains the adapter (registered as ``attn_mm_adapter``) on frozen CLIP features.
+
+    ``TRAINER.ATTN_MM_ADAPTER.PATIENCE > 0`` stops training once validation accuracy has not
+    improved for that many epochs (with ``TEST.FINAL_MODEL best_val``, which deploys the best model).
+    """
+
+    def check_cfg(self, cfg):
+        node = cfg.TRAINER.ATTN_MM_ADAPTER
+        check_prec(node.PREC, "TRAINER.ATTN_MM_ADAPTER.PREC")
+        if node.MASK not in MASKS:
+            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.MASK must be one of {MASKS}, got "{node.MASK}"')
+        if node.PATIENCE > 0 and (cfg.TEST.FINAL_MODEL != "best_val" or cfg.TEST.NO_TEST):
+            raise ValueError("TRAINER.ATTN_MM_ADAPTER.PATIENCE > 0 (early stopping) needs "
+                             "TEST.FINAL_MODEL best_val and TEST.NO_TEST False: it watches val accuracy")
+        if cfg.INPUT.GAUSSIAN_NOISE_STD < 0:
+            raise ValueError("INPUT.GAUSSIAN_NOISE_STD must be >= 0")
+
+    def build_data_loader(self):
+        """The engine's loaders; without augmentation the training images get the test transform."""
+        custom_tfm_train = None
+        if not self.cfg.TRAINER.ATTN_MM_ADAPTER.TRAIN_AUG:
+            # Removing random_resized_crop from INPUT.TRANSFORMS is not the same: Dassl would then
+            # resize to a 224 x 224 square instead of resizing the shorter side and center-cropping.
+            print("No training augmentation (TRAIN_AUG False): training images get the test transform")
+            custom_tfm_train = build_transform(self.cfg, is_train=False)
+        dm = DataManager(self.cfg, custom_tfm_train=custom_tfm_train)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        cfg = self.cfg
+        node = cfg.TRAINER.ATTN_MM_ADAPTER
+        classnames = self.dm.dataset.classnames
+
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip_to_cpu(cfg)
+        logit_scale = clip_model.logit_scale.detach().float().exp()  # taken in fp32, before any cast
+        prec = node.PREC
+        if prec == "fp16" and self.device.type != "cuda":
+            print("Note: PREC fp16 needs a GPU; the frozen CLIP runs in fp32 on the CPU")
+            prec = "fp32"
+        clip_model = clip_model.to(self.device)
+        if prec == "fp16":
+            clip_model.half()
+        for param in clip_model.parameters():
+            param.requires_grad_(False)
+
+        # The class texts are fixed: encoded once here, for this run's class list.
+        prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
+        print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
+        with autocast_for(self.device, enabled=prec == "amp"):
+            text_features = text_features_for_prompts(clip_model, prompts, self.device)
+        text_features = l2_normalize(text_features.float())
+
+        print("Building the multi-modal attention adapter")
+        adapter = MultiModalAttentionAdapter(
+            text_features.shape[1], down_dims=node.DOWN_DIMS, down_act=node.DOWN_ACT, n_heads=node.N_HEADS,
+            up_dims=node.UP_DIMS, block=node.BLOCK,
+        )
+        self.model = AttnMMAdapterCLIP(
+            clip_model, adapter, text_features, logit_scale, ratio=node.RATIO, mask=node.MASK,
+            adapt_text=node.ADAPT_TEXT, prec=prec,
+        ).to(self.device)
+        report_trainable(self.model)
+
+        self.optim = build_optimizer(adapter, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
+
+    # --- features: cached, or computed from the images of the batch -------------------------
+
+    def trains_on_cached_features(self):
+        """Training features can be cached when the training images are the same in every epoch."""
+        node = self.cfg.TRAINER.ATTN_MM_ADAPTER
+        return node.CACHE_FEATURES and not node.TRAIN_AUG and self.cfg.INPUT.GAUSSIAN_NOISE_STD == 0
+
+    def image_features(self, batch, train):
+        """[B, E] image features of a batch of cached features or of images (noised when training)."""
+        if FEATURE_KEY in batch:
+            return batch[FEATURE_KEY].to(self.device)
+        images = batch["img"].to(self.device)
+        noise_std = self.cfg.INPUT.GAUSSIAN_NOISE_STD
+        if train and noise_std > 0:
+            # A fresh draw at every step, so every epoch sees new noise (as the public code's
+            # transform does); unlike the public code, val and test images stay clean.
+            images = images + noise_std * torch.randn_like(images)
+        return self.model.encode_images(images)
+
+    def parse_batch_train(self, batch):
+        return self.image_features(batch, train=True), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return self.image_features(batch, train=False), batch["label"].to(self.device)
+
+    def model_inference(self, image_features):
+        return self.model(image_features)
+
+    def prepare_bench_batch(self, batch):
+        """For bench/bench_step.py: with the training cache on, the epoch loop feeds features, not images."""
+        if not self.trains_on_cached_features():
+            return batch
+        return {FEATURE_KEY: self.model.encode_images(batch["img"].to(self.device)), "label": batch["label"]}
+
+    # --- training -----------------------------------------------------------------------------
+
+    def forward_backward(self, batch):
+        image_features, label = self.parse_batch_train(batch)
+        logits = self.model(image_features)
+        loss = F.cross_entropy(logits, label)
+        # The adapter computes in fp32 and CLIP has no gradients, so no gradient scaler is needed.
+        self.model_backward_and_update(loss)
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+
+    def before_train(self):
+        super().before_train()
+        self.epochs_without_improvement = 0
+        self.best_epoch = None
+        self.stop_early = False
+        if not self.cfg.TRAINER.ATTN_MM_ADAPTER.CACHE_FEATURES:
+            print("Feature cache off (CACHE_FEATURES False): images are encoded at every step")
+            return
+        encode = self.model.encode_images
+        if self.trains_on_cached_features():
+            items = self.dm.dataset.train_x
+            cache = compute_image_features(encode, sequential_loader(self.cfg, items, self.dm.tfm_train), self.device)
+            self.train_loader_x = feature_loader_like(self.train_loader_x, cache)
+            print(f"Training on cached image features ({len(cache):,} images, encoded once)")
+        elif self.cfg.INPUT.GAUSSIAN_NOISE_STD > 0:
+            print("Gaussian noise on training images: training features are recomputed at every step")
+        else:
+            print("Training augmentation on (TRAIN_AUG True): training features are recomputed at every step")
+        evaluates_val = self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST
+        if evaluates_val and self.val_loader is not None:
+            # The val split goes through the deterministic test transform: encode it once.
+            cache = compute_image_features(encode, self.val_loader, self.device)
+            self.val_loader = feature_loader_like(self.val_loader, cache)
+            print(f"Validating on cached image features ({len(cache):,} images, encoded once)")
+
+    def train(self):
+        """The engine's epoch loop (``TrainerBase.train``), left early when ``stop_early`` is set."""
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+            if self.stop_early:
+                break
+        self.after_train()
+
+    def after_epoch(self):
+        """The engine's val evaluation and checkpoints, then the early-stopping check (PATIENCE)."""
+        best_before = self.best_result
+        super().after_epoch()
+        patience = self.cfg.TRAINER.ATTN_MM_ADAPTER.PATIENCE
+        if patience <= 0:
+            return
+        if self.best_result > best_before:  # strict improvement: model-best.pth.tar was written
+            self.best_epoch = self.epoch + 1
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        if self.epochs_without_improvement >= patience and not last_epoch:
+            print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last {patience} "
+                  f"epoch(s) (best {self.best_result:.1f}% after epoch {self.best_epoch})")
+            self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
+            self.stop_early = True
+
+    def load_model(self, directory, epoch=None):
+        # The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
+        load_adapted_model(self, directory, epoch)
