@@ -3,7 +3,6 @@
 Weights: the official ones (default), a local file (OpenAI JIT archive, OpenAI-format state dict or
 open_clip checkpoint), or ``random`` for tests.
 """
-import os
 import os.path as osp
 import warnings
 

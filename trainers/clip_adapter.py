@@ -11,19 +11,17 @@ text classifier is fixed and computed once.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu, model_dtype
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.templates import class_prompts, template_for
 from .common.utils import (
-    autocast_for, backward_and_step, check_prec, freeze_except, make_grad_scaler, report_trainable,
+    check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
     text_features_for_prompts,
 )
 
@@ -129,14 +127,7 @@ class CLIP_Adapter(TrainerX):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        with autocast_for(self.device, enabled=self.prec == "amp"):
-            output = self.model(image)
-            loss = F.cross_entropy(output, label)
-        backward_and_step(self, loss, self.scaler)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         """``<dir>/clip_adapter/model.pth.tar-<epoch>``; the adapter does not depend on the class list.

@@ -13,18 +13,16 @@ caches, the trainer. Spec: mma.md.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.utils import (
-    autocast_for, backward_and_step, check_prec, freeze_except, make_grad_scaler, report_trainable,
+    check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
 )
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
@@ -332,14 +330,7 @@ class MultiModalAdapter(TrainerX):
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
-        with autocast_for(self.device, enabled=self.prec == "amp"):
-            output = self.model(image)
-            loss = F.cross_entropy(output, label)
-        backward_and_step(self, loss, self.scaler)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         """Ours or a reference output folder: ``<dir>/adapter_learner/model.pth.tar-<epoch>``.

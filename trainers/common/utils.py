@@ -3,7 +3,7 @@ import torch
 
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
-    "make_grad_scaler", "backward_and_step",
+    "make_grad_scaler", "backward_and_step", "cross_entropy_step",
 ]
 
 PRECISIONS = ("fp16", "fp32", "amp")
@@ -67,3 +67,23 @@ def backward_and_step(trainer, loss, scaler=None, names=None):
         if trainer._optims[name] is not None:
             scaler.step(trainer._optims[name])
     scaler.update()
+
+
+def cross_entropy_step(trainer, image, label):
+    """One CoOp-family training step of ``trainer.model`` with plain cross-entropy.
+
+    Forward under autocast when ``trainer.prec`` is amp, (scaled) backward and optimiser step, and
+    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary.
+    """
+    import torch.nn.functional as F
+
+    from dassl.metrics import compute_accuracy
+
+    with autocast_for(trainer.device, enabled=trainer.prec == "amp"):
+        output = trainer.model(image)
+        loss = F.cross_entropy(output, label)
+    backward_and_step(trainer, loss, trainer.scaler)
+    summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+    if (trainer.batch_idx + 1) == trainer.num_batches:
+        trainer.update_lr()
+    return summary
