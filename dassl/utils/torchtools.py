@@ -35,14 +35,18 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:
         state["state_dict"] = strip_module_prefix(state["state_dict"])
-    if not model_name:
+    epoch_file = not model_name
+    if epoch_file:
         model_name = "model.pth.tar-" + str(state["epoch"])
     fpath = osp.join(save_dir, model_name)
     with atomic_write(fpath, "wb") as f:
         torch.save(state, f)
     print(f"Checkpoint saved to {fpath}")
-    with atomic_write(osp.join(save_dir, "checkpoint"), "w") as f:
-        f.write(f"{osp.basename(fpath)}\n")
+    if epoch_file:
+        # The pointer names the latest epoch file only (upstream also pointed it at model-best),
+        # so resuming continues from the last epoch, as an uninterrupted run would.
+        with atomic_write(osp.join(save_dir, "checkpoint"), "w") as f:
+            f.write(f"{osp.basename(fpath)}\n")
     if is_best:
         best_fpath = osp.join(osp.dirname(fpath), "model-best.pth.tar")
         with atomic_write(best_fpath, "wb") as f:
