@@ -283,3 +283,26 @@ def test_checkpoint_needing_unpickling_is_refused_without_opt_in(tmp_path, monke
     assert load_checkpoint(path, trust=True)["epoch"] == 1
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
         load_checkpoint(str(tmp_path / "nothing.pth"))
+
+
+def test_best_val_checkpoint_is_not_a_resume_point(toy_root, tmp_path, monkeypatch):
+    """Interrupted after a model-best save but before any epoch file: the pointer must not name
+    model-best (resuming from it would replay epochs), so the rerun starts from scratch."""
+    out = str(tmp_path / "best")
+    original = toy.ToyProbe.after_epoch
+
+    def crash_after_first_epoch(self):
+        original(self)
+        raise Interrupt()
+
+    monkeypatch.setattr(toy.ToyProbe, "after_epoch", crash_after_first_epoch)
+    with pytest.raises(Interrupt):
+        run_train(probe_args(toy_root, out, "TEST.FINAL_MODEL", "best_val", epochs=3))
+    assert sorted(os.listdir(osp.join(out, "probe"))) == ["model-best.pth.tar"]  # no pointer
+    monkeypatch.setattr(toy.ToyProbe, "after_epoch", original)
+    run_train(probe_args(toy_root, out, "TEST.FINAL_MODEL", "best_val", epochs=3))
+    assert sorted(os.listdir(osp.join(out, "probe"))) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
+    assert read(osp.join(out, "probe", "checkpoint")).strip() == "model.pth.tar-3"
+    rerun_log = read(osp.join(out, [f for f in os.listdir(out) if f.startswith("log.txt-")][0]))
+    assert "No checkpoint found, train from scratch" in rerun_log
+    assert "Deploy the model with the best val performance" in rerun_log
