@@ -20,15 +20,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLASSNAMES = ["abyssinian", "great_pyrenees", "yorkshire_terrier"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads make every op ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(*opts, dataset="OxfordPets"):
     cfg = get_cfg_default()
     extend_cfg(cfg)

@@ -14,7 +14,6 @@ from dassl.data.datasets import Datum, DatasetBase
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, set_random_seed, setup_logger
 from helpers import read, run_train
-from trainers.config import extend_cfg
 
 
 @pytest.fixture(scope="module")

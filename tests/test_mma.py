@@ -26,15 +26,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLASSNAMES = ["red_square", "green_thing", "blue_sky", "a_much_longer_class_name_than_the_others"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine threads make every op ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mma_cfg(*opts):
     cfg = get_cfg_default()
     extend_cfg(cfg)

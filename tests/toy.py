@@ -2,7 +2,6 @@
 import os
 import os.path as osp
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
