@@ -58,6 +58,16 @@ latest_epoch() {
     head -n 1 "$pointer" | sed 's/^model\.pth\.tar-//'
 }
 
+# default_loadep MODEL_DIR: "best" if the run saved model-best.pth.tar (written only when it deploys
+# the best-validation model, TEST.FINAL_MODEL best_val), else the newest epoch.
+default_loadep() {
+    if [ -n "$(find "$1" -mindepth 2 -maxdepth 2 -name model-best.pth.tar | head -n 1)" ]; then
+        echo best
+    else
+        latest_epoch "$1"
+    fi
+}
+
 # train_py ARGS...: run train.py, or queue the command line when RUN_QUEUE is set.
 train_py() {
     if [ -n "${RUN_QUEUE:-}" ]; then
@@ -85,7 +95,7 @@ test_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5" model_dir="$6" loadep="$7"
     shift 7
     prepare_run "$dir" test || return 0
-    if [ -z "$loadep" ]; then loadep=$(latest_epoch "$model_dir"); fi
+    if [ -z "$loadep" ]; then loadep=$(default_loadep "$model_dir"); fi
     # LOADEP "best": no --load-epoch, so model-best.pth.tar is loaded (configs with TEST.FINAL_MODEL best_val).
     local load_epoch=(--load-epoch "$loadep")
     if [ "$loadep" = best ]; then load_epoch=(); fi
@@ -108,7 +118,7 @@ b2n_train() {  # b2n_train TRAINER DATASET SEED CFG [KEY VALUE ...]
         DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
 }
 
-b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = latest, "best" = model-best)
+b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = model-best if saved, else latest)
     local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
     shift $(( $# < 5 ? $# : 5 ))
     test_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir test_new "$trainer" "$dataset" "$cfg" "$seed")" \

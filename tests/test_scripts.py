@@ -78,3 +78,17 @@ def test_queued_train_then_test_run_in_one_process(env):
     assert "SUBSAMPLE NEW CLASSES!" in log and "* accuracy:" in log
     with open(osp.join(train_dir(env), "log.txt")) as f:
         assert "Finish training" in f.read()
+
+
+def test_test_step_loads_model_best_if_saved_else_the_newest_epoch(env):
+    trained = train_dir(env)
+    os.makedirs(osp.join(trained, "adapter_learner"))
+    with open(osp.join(trained, "adapter_learner", "checkpoint"), "w") as f:
+        f.write("model.pth.tar-3\n")
+    open(env["RUN_QUEUE"], "w").close()
+    assert script("mma/base2new_test.sh", "caltech101", 1, env=env).returncode == 0
+    open(osp.join(trained, "adapter_learner", "model-best.pth.tar"), "w").close()  # a best-val run
+    assert script("mma/base2new_test.sh", "caltech101", 1, env=env).returncode == 0
+    latest, best = queued(env)
+    assert latest[latest.index("--load-epoch") + 1] == "3"
+    assert "--load-epoch" not in best and best[best.index("--model-dir") + 1] == trained

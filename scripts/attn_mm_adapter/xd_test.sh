@@ -4,6 +4,5 @@
 # LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
 # Output: $OUTPUT/evaluation/AttnMMAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
-source "$(dirname "$0")/_loadep.sh"
 CFG=${3:-vit_b16_paper}
-xd_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-$(default_loadep "$CFG")}"
+xd_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-}"
