@@ -13,7 +13,6 @@ Class lists live in ``datasets/meta/`` (facts: ImageNet wnids and CLIP's class n
 ImageNet-A/R wnid subsets, Caltech101 folders, StanfordCars names, ...).
 """
 import argparse
-import colorsys
 import hashlib
 import io
 import json
@@ -28,11 +27,12 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from . import world
 from .common import CONFIG_STEMS, resolve_dataset_name
 
 META_DIR = osp.join(osp.dirname(osp.abspath(__file__)), "meta")
 MARKER = "MINIATURE_DATASET.txt"
-IMAGE_SIZE = 16
+IMAGE_SIZE = world.SIZE
 
 Counts = namedtuple("Counts", ["train", "val", "test"])
 
@@ -43,32 +43,30 @@ def meta_lines(name):
 
 
 # ---------------------------------------------------------------------------
-# Images
+# Images: the synthetic world's concepts in each dataset's style (datasets/world.py)
 # ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _pattern(kind, period):
-    """A boolean 16x16 stripe mask: horizontal, vertical, diagonal or checkerboard."""
-    y, x = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
-    value = (y, x, x + y, x // period + y // period)[kind]
-    if kind < 3:
-        value = value // period
-    return (value % 2).astype(bool)
+RENDER_CHUNK = 512  # images rendered at once
 
 
-@lru_cache(maxsize=8192)  # the ImageNet variants reuse ImageNet's class indices
-def render_jpeg(class_idx, img_idx):
-    """JPEG bytes of a class-coloured stripe image; images of one class differ by phase and brightness."""
-    hue = (class_idx * 0.6180339887) % 1.0
-    fg = np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.95)) * 255
-    bg = np.array(colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.6, 0.35)) * 255
-    period = 2 + (class_idx // 4) % 3
-    mask = np.roll(_pattern(class_idx % 4, period), img_idx % period, axis=1)
-    jitter = (img_idx * 7) % 21 - 10
-    pixels = np.where(mask[..., None], fg, bg) + jitter
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+def image_rng(dataset, class_idx, img_idx):
+    """The random stream of one miniature image (pretraining draws from other streams)."""
+    return world.rng_for("mini", dataset, class_idx, img_idx)
+
+
+def render_jpegs(dataset, classnames, requests):
+    """JPEG bytes of images ``(class_idx, img_idx)`` of ``dataset``: the concepts of ``classnames``
+    with per-image nuisance factors and the dataset's style (``world.STYLES``)."""
+    style = world.STYLES[dataset]
+    out = []
+    for start in range(0, len(requests), RENDER_CHUNK):
+        chunk = requests[start:start + RENDER_CHUNK]
+        rngs = [image_rng(dataset, c, i) for c, i in chunk]
+        nuisance = [world.sample_nuisance(rng, 1) for rng in rngs]
+        nuisance = {k: np.concatenate([n[k] for n in nuisance]) for k in nuisance[0]}
+        images = world.render_batch([world.concept_of(classnames[c]) for c, _ in chunk], nuisance)
+        out += [world.jpeg_bytes(img) for img in style.apply(images, rngs)]
+    return out
 
 
 def mat_bytes(mdict):
@@ -83,12 +81,18 @@ def mat_bytes(mdict):
 
 
 class Writer:
-    """Writes the files of one dataset folder and counts the images."""
+    """Writes the files of one dataset folder; images are rendered in batches by ``finish``."""
 
-    def __init__(self, dataset_dir):
+    def __init__(self, dataset_dir, dataset, classnames):
         self.dataset_dir = dataset_dir
-        self.n_images = 0
+        self.dataset = dataset
+        self.classnames = classnames  # the names whose concepts class indices render
+        self.pending = []  # (rel, class_idx, img_idx)
         self._made = set()
+
+    @property
+    def n_images(self):
+        return len(self.pending)
 
     def path(self, rel):
         path = osp.join(self.dataset_dir, rel)
@@ -103,9 +107,15 @@ class Writer:
             f.write(data)
 
     def image(self, rel, class_idx, img_idx):
-        self.bytes(rel, render_jpeg(class_idx, img_idx))
-        self.n_images += 1
+        """Queue image ``img_idx`` of class ``class_idx`` at ``rel``; returns ``rel``."""
+        self.pending.append((rel, class_idx, img_idx))
         return rel
+
+    def finish(self):
+        """Render and write the queued images."""
+        jpegs = render_jpegs(self.dataset, self.classnames, [(c, i) for _, c, i in self.pending])
+        for (rel, _, _), data in zip(self.pending, jpegs):
+            self.bytes(rel, data)
 
     def text(self, rel, lines):
         self.bytes(rel, "".join(line + "\n" for line in lines).encode())
@@ -146,12 +156,72 @@ def as_split(parts, classnames, strip=""):
 
 
 # ---------------------------------------------------------------------------
-# One builder per dataset: build(writer, counts)
+# Class names, as the readers report them (the synthetic world gives each one a concept)
 # ---------------------------------------------------------------------------
 
 def imagenet_classnames():
     return [line.split(" ", 1) for line in meta_lines("imagenet_classnames.txt")]
 
+
+CALTECH_IGNORED = ("BACKGROUND_Google", "Faces_easy")  # folders the reader skips
+CALTECH_RENAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
+
+
+def caltech101_folders():
+    return sorted(f for f in meta_lines("caltech101_folders.txt") if f not in CALTECH_IGNORED)
+
+
+def _imagenet_subset(wnid_file):
+    subset = set(meta_lines(wnid_file))
+    return [name for wnid, name in imagenet_classnames() if wnid in subset]
+
+
+def _sun397_name(key):
+    return " ".join(key.split("/")[1:][::-1])
+
+
+def _class_names_of(name):
+    from .eurosat import NEW_CNAMES
+    from .ucf101 import split_camel_case
+
+    if name in ("ImageNet", "ImageNetV2", "ImageNetSketch"):
+        return [n for _, n in imagenet_classnames()]
+    if name == "ImageNetA":
+        return _imagenet_subset("imagenet_a_wnids.txt")
+    if name == "ImageNetR":
+        return _imagenet_subset("imagenet_r_wnids.txt")
+    if name == "Caltech101":
+        return [CALTECH_RENAMES.get(f, f) for f in caltech101_folders()]
+    if name == "OxfordPets":
+        return [b.lower() for b in meta_lines("oxford_pets_breeds.txt")]
+    if name == "StanfordCars":
+        return [" ".join([n.split(" ")[-1]] + n.split(" ")[:-1]) for n in meta_lines("stanford_cars_names.txt")]
+    if name == "OxfordFlowers":
+        return meta_lines("oxford_flowers_names.txt")
+    if name == "Food101":
+        return sorted(meta_lines("food101_classes.txt"))
+    if name == "FGVCAircraft":
+        return meta_lines("fgvc_aircraft_variants.txt")
+    if name == "SUN397":
+        return [_sun397_name(line.lstrip("/")) for line in meta_lines("sun397_classes.txt")]
+    if name == "DescribableTextures":
+        return meta_lines("dtd_classes.txt")
+    if name == "EuroSAT":
+        return [NEW_CNAMES[c] for c in meta_lines("eurosat_classes.txt")]
+    if name == "UCF101":
+        return [split_camel_case(a) for a in meta_lines("ucf101_classes.txt")]
+    raise KeyError(name)
+
+
+@lru_cache(maxsize=None)
+def all_class_names():
+    """Registry name -> the class names its reader reports (label order; ImageNet-A/R: ImageNet order)."""
+    return {name: tuple(_class_names_of(name)) for name in CONFIG_STEMS.values()}
+
+
+# ---------------------------------------------------------------------------
+# One builder per dataset: build(writer, counts)
+# ---------------------------------------------------------------------------
 
 def build_imagenet(w, counts):
     pairs = imagenet_classnames()
@@ -166,16 +236,14 @@ def build_imagenet(w, counts):
 
 
 def build_caltech101(w, counts):
-    folders = meta_lines("caltech101_folders.txt")  # 102 folders, two of them ignored by the reader
-    kept = sorted(f for f in folders if f not in ("BACKGROUND_Google", "Faces_easy"))
-    renames = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
-    for c, folder in enumerate(sorted(f for f in folders if f not in kept)):
+    kept = caltech101_folders()  # the reader ignores two of the 102 folders; they get images too
+    for c, folder in enumerate(sorted(CALTECH_IGNORED)):
         for i in range(sum(counts)):
             w.image(f"101_ObjectCategories/{folder}/image_{i + 1:04d}.jpg", len(kept) + c, i)
     parts = per_class_images(
         w, kept, counts, lambda c, i: f"101_ObjectCategories/{kept[c]}/image_{i + 1:04d}.jpg"
     )
-    names = [renames.get(f, f) for f in kept]
+    names = all_class_names()["Caltech101"]
     w.split("split_zhou_Caltech101.json", *as_split(parts, names, strip="101_ObjectCategories/"))
 
 
@@ -198,7 +266,7 @@ def build_oxford_pets(w, counts):
 
     w.text("annotations/trainval.txt", sorted(lines(parts[0] + parts[1]), key=str.lower))
     w.text("annotations/test.txt", sorted(lines(parts[2]), key=str.lower))
-    names = [b.lower() for b in breeds]
+    names = all_class_names()["OxfordPets"]
     w.split("split_zhou_OxfordPets.json", *as_split(parts, names, strip="images/"))
 
 
@@ -230,8 +298,7 @@ def build_stanford_cars(w, counts):
     n_tv = counts.train + counts.val
     train = [x for j, x in enumerate(trainval) if j % n_tv < counts.train]
     val = [x for j, x in enumerate(trainval) if j % n_tv >= counts.train]
-    year_first = [" ".join([n.split(" ")[-1]] + n.split(" ")[:-1]) for n in names]
-    w.split("split_zhou_StanfordCars.json", *as_split((train, val, test), year_first))
+    w.split("split_zhou_StanfordCars.json", *as_split((train, val, test), all_class_names()["StanfordCars"]))
 
 
 def build_oxford_flowers(w, counts):
@@ -274,7 +341,7 @@ def build_sun397(w, counts):
     listed = lambda part: ["/" + rel[len("SUN397/"):] for rel, _ in part]  # noqa: E731
     w.text("Training_01.txt", listed(parts[0] + parts[1]))
     w.text("Testing_01.txt", listed(parts[2]))
-    names = [" ".join(key.split("/")[1:][::-1]) for key in keys]
+    names = [_sun397_name(key) for key in keys]
     w.split("split_zhou_SUN397.json", *as_split(parts, names, strip="SUN397/"))
 
 
@@ -285,11 +352,9 @@ def build_dtd(w, counts):
 
 
 def build_eurosat(w, counts):
-    from .eurosat import NEW_CNAMES
-
     classes = meta_lines("eurosat_classes.txt")
     parts = per_class_images(w, classes, counts, lambda c, i: f"2750/{classes[c]}/{classes[c]}_{i + 1}.jpg")
-    names = [NEW_CNAMES[c] for c in classes]
+    names = all_class_names()["EuroSAT"]
     w.split("split_zhou_EuroSAT.json", *as_split(parts, names, strip="2750/"))
 
 
@@ -315,7 +380,7 @@ def build_ucf101(w, counts):
                 trainlist.append(f"{action}/{video}.avi {c + 1}")
     w.text("ucfTrainTestlist/trainlist01.txt", trainlist)
     w.text("ucfTrainTestlist/testlist01.txt", testlist)
-    names = [split_camel_case(a) for a in actions]
+    names = all_class_names()["UCF101"]
     w.split("split_zhou_UCF101.json", *as_split(parts, names, strip="UCF-101-midframes/"))
 
 
@@ -389,14 +454,26 @@ def prepare_folder(dataset_dir):
     os.makedirs(dataset_dir, exist_ok=True)
 
 
-def build(root, names=None, per_class=2, verbose=True):
+def render_names(name):
+    """The class names whose concepts a builder's class indices draw (ImageNet-A/R index all of
+    ImageNet's classes; Caltech101's two ignored folders come after its 100 classes)."""
+    if name in ("ImageNetA", "ImageNetR"):
+        return all_class_names()["ImageNet"]
+    if name == "Caltech101":
+        return all_class_names()[name] + CALTECH_IGNORED
+    return all_class_names()[name]
+
+
+def build(root, names=None, per_class=2, test_per_class=1, verbose=True):
     """Write miniature copies of ``names`` (all 15 when None) under ``root``; returns image counts."""
     from dassl.data.datasets import DATASET_REGISTRY
 
     if per_class < 1:
         raise ValueError("--per-class must be >= 1")
+    if test_per_class < 1:
+        raise ValueError("--test-per-class must be >= 1")
     names = list(CONFIG_STEMS.values()) if not names else [resolve_dataset_name(n) for n in names]
-    counts = Counts(train=per_class, val=2, test=1)
+    counts = Counts(train=per_class, val=2, test=test_per_class)
     root = osp.abspath(osp.expanduser(root))
     written = {}
     for name in dict.fromkeys(names):
@@ -404,11 +481,13 @@ def build(root, names=None, per_class=2, verbose=True):
         reader = DATASET_REGISTRY.get(name)
         dataset_dir = osp.join(root, reader.dataset_dir)
         prepare_folder(dataset_dir)
-        w = Writer(dataset_dir)
+        w = Writer(dataset_dir, name, render_names(name))
         BUILDERS[name](w, counts)
+        w.finish()
         w.text(MARKER, [
             "Synthetic miniature copy written by `python -m datasets.mini` (see DATASETS.md).",
-            f"Per class: {counts.train} train, {counts.val} val, {counts.test} test images (16x16 JPEG).",
+            f"Per class: {counts.train} train, {counts.val} val, {counts.test} test images "
+            f"({IMAGE_SIZE}x{IMAGE_SIZE} JPEG; style: {world.STYLES[name].description}).",
             "Not real data: use it for tests and smoke runs only.",
         ])
         written[name] = w.n_images
@@ -427,10 +506,11 @@ def main(argv=None):
         help="registry names or config stems (default: all 15)",
     )
     parser.add_argument("--per-class", type=int, default=2, help="training images per class (default 2)")
+    parser.add_argument("--test-per-class", type=int, default=1, help="test images per class (default 1)")
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        written = build(args.root, args.datasets, per_class=args.per_class)
+        written = build(args.root, args.datasets, per_class=args.per_class, test_per_class=args.test_per_class)
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
