@@ -11,6 +11,7 @@ import torch
 
 import datasets  # noqa: F401  (registers the dataset readers)
 import trainers  # noqa: F401  (registers the trainers)
+from clip import WeightsFileError
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import TRUST_ENV_VAR, collect_env_info, set_random_seed, setup_logger
@@ -180,7 +181,7 @@ def cli(argv=None):
     args = build_parser().parse_args(argv)
     try:
         main(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, WeightsFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -3,13 +3,17 @@
 Weights: the official ones (default), a local file (OpenAI JIT archive, OpenAI-format state dict or
 open_clip checkpoint), or ``random`` for tests.
 """
+import copy
 import os.path as osp
 import warnings
 
 import open_clip
 import torch
 
-__all__ = ["available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters"]
+__all__ = [
+    "available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters",
+    "create_model", "MINI_CLIP", "MINI_CLIP_FILE", "MINI_CLIP_SHA256", "WeightsFileError",
+]
 
 # OpenAI's weights need QuickGELU; plain open_clip names build nn.GELU and give different features.
 _OPENAI_TO_OPENCLIP = {
@@ -41,13 +45,21 @@ _TEST_TINY_CFG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 12},
 }
 
+# "mini-clip": the same miniature architecture, pretrained on the synthetic world of the miniature
+# datasets by `python -m clip.pretrain_mini` (see clip/weights/MINI_CLIP.md). Its weights ship with
+# the repository and are its "official" weights; the file is checked against this SHA-256.
+MINI_CLIP = "mini-clip"
+_MINI_CLIP_CFG = copy.deepcopy(_TEST_TINY_CFG)
+MINI_CLIP_FILE = osp.join(osp.dirname(osp.abspath(__file__)), "weights", "mini-clip.pt")
+MINI_CLIP_SHA256 = "7a58633459abd1fd66579ad72f3203bad63d3ffa21380b9847d03d9befc1b8d5"
+
 # Keys of OpenAI's JIT archives that are not parameters.
 _NON_PARAM_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def available_models():
-    """OpenAI names, ``test-tiny`` and every open_clip architecture."""
-    return list(_OPENAI_TO_OPENCLIP) + [TEST_TINY] + open_clip.list_models()
+    """OpenAI names, ``test-tiny``, ``mini-clip`` and every open_clip architecture."""
+    return list(_OPENAI_TO_OPENCLIP) + [TEST_TINY, MINI_CLIP] + open_clip.list_models()
 
 
 def openclip_name(name):
@@ -55,21 +67,26 @@ def openclip_name(name):
     return _OPENAI_TO_OPENCLIP.get(name, name)
 
 
-def _register_test_tiny():
+def _register_miniatures():
     from open_clip.factory import _MODEL_CONFIGS
     _MODEL_CONFIGS.setdefault(TEST_TINY, _TEST_TINY_CFG)
+    _MODEL_CONFIGS.setdefault(MINI_CLIP, _MINI_CLIP_CFG)
 
 
-def _create(arch):
-    """Build ``arch`` with random weights in fp32 on the CPU."""
-    _register_test_tiny()
-    if arch not in open_clip.list_models() and arch != TEST_TINY:
-        choices = ", ".join(list(_OPENAI_TO_OPENCLIP) + [TEST_TINY])
+def create_model(arch):
+    """Build ``arch`` (an open_clip name, ``test-tiny`` or ``mini-clip``) with random weights, fp32, CPU."""
+    _register_miniatures()
+    if arch not in open_clip.list_models():
+        choices = ", ".join(list(_OPENAI_TO_OPENCLIP) + [TEST_TINY, MINI_CLIP])
         raise ValueError(
             f'Unknown CLIP model "{arch}" (MODEL.BACKBONE.NAME). Use one of {choices}, '
             "or any name from open_clip.list_models()."
         )
     return open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+
+
+class WeightsFileError(ValueError):
+    """A weights file that is not what its name promises (e.g. an altered shipped file)."""
 
 
 def _state_dict_from_file(path):
@@ -105,6 +122,23 @@ def _load_file(model, path, name):
             f"(e.g. {unexpected[:3]}). Check MODEL.BACKBONE.NAME against the file."
         )
     model.float()  # OpenAI's files are stored in fp16
+
+
+def _load_mini_clip(model):
+    """The shipped mini-clip weights, after checking the file's SHA-256."""
+    from .pretrain_mini import file_sha256
+
+    if not osp.isfile(MINI_CLIP_FILE):
+        raise FileNotFoundError(f"mini-clip weights not found: {MINI_CLIP_FILE} (restore it with git, "
+                                "or retrain: python -m clip.pretrain_mini)")
+    digest = file_sha256(MINI_CLIP_FILE)
+    if digest != MINI_CLIP_SHA256:
+        raise WeightsFileError(
+            f"{MINI_CLIP_FILE} is not the shipped mini-clip (SHA-256 {digest[:12]}..., expected "
+            f"{str(MINI_CLIP_SHA256)[:12]}...): restore it with `git checkout -- clip/weights/mini-clip.pt`, "
+            "or pass a retrained file with MODEL.BACKBONE.WEIGHTS /path/to/file.pt")
+    _load_file(model, MINI_CLIP_FILE, MINI_CLIP)
+    return MINI_CLIP_FILE
 
 
 def _load_official(model, name, arch):
@@ -144,7 +178,7 @@ def load(name, weights="", device="cpu"):
     ``weights``: ``""``/``"official"`` for the released weights, a file path, or ``"random"``.
     """
     arch = openclip_name(name)
-    model = _create(arch)
+    model = create_model(arch)
     if weights == "random":
         warnings.warn(f"CLIP {name} uses RANDOM weights (MODEL.BACKBONE.WEIGHTS random): numbers are meaningless")
         print("*" * 72)
@@ -154,7 +188,7 @@ def load(name, weights="", device="cpu"):
     elif weights in ("", "official", "openai"):
         if arch == TEST_TINY:
             raise ValueError('"test-tiny" has no released weights; use MODEL.BACKBONE.WEIGHTS random')
-        source = _load_official(model, name, arch)
+        source = _load_mini_clip(model) if arch == MINI_CLIP else _load_official(model, name, arch)
     else:
         path = osp.abspath(osp.expanduser(weights))
         if not osp.isfile(path):

@@ -1,11 +1,13 @@
 """Write miniature copies of the 15 datasets: real layout, real class names, tiny synthetic images.
 
-    python -m datasets.mini --root DIR [--datasets NAME ...] [--per-class N]
+    python -m datasets.mini --root DIR [--datasets NAME ...] [--per-class N] [--test-per-class M]
 
 Each dataset gets its real folder layout, class names and class count, the split file (JSON or
 official lists) and the annotation files its reader needs (also those of the fallback split), and
-a few 16x16 JPEGs per class whose colour and stripe pattern depend on the class. Default per
-class: ``N`` = 2 train, 2 val and 1 test image (ImageNet: 2 train, 1 val; test-only variants: 1).
+a few 32x32 JPEGs per class drawn from the synthetic world (``datasets/world.py``): the concept of
+the class name, with random nuisance factors, in the dataset's style. Default per class: ``N`` = 2
+train, 2 val and ``M`` = 1 test image (ImageNet: train and its val folder = test; test-only
+variants: ``M``).
 The output is byte-identical on every run. A dataset folder is only replaced if it is empty or was
 written by this tool (it then holds ``MINIATURE_DATASET.txt``), never a real dataset.
 

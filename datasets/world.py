@@ -345,19 +345,18 @@ def _blur(imgs, kernel, axes):
 
 STYLES = {
     "ImageNet": Style("photos: light grain", grain=0.02),
-    "Caltech101": Style("washed out: low contrast, warm cast, soft focus",
-                        contrast=0.65, gains=(1.1, 1.0, 0.8), blur=0.7),
+    "Caltech101": Style("washed out: low contrast, strong warm cast", contrast=0.55, gains=(1.25, 1.0, 0.65)),
     "OxfordPets": Style("indoors: brown cast, soft focus", gains=(1.05, 0.9, 0.7), blur=0.8, grain=0.02),
     "StanfordCars": Style("showroom: hard contrast, vignette", contrast=1.35, vignette=0.6),
     "OxfordFlowers": Style("vivid: saturated, green tint", saturation=1.4, gains=(0.9, 1.1, 0.9)),
     "Food101": Style("close-ups: warm light, blurred", gains=(1.15, 1.0, 0.75), blur=1.0),
     "FGVCAircraft": Style("sky: blue haze", haze=((0.55, 0.7, 0.9), 0.35), blur=0.5),
     "SUN397": Style("dim scenes: dark, grainy", brightness=0.65, grain=0.05),
-    "DescribableTextures": Style("textured: a woven overlay", texture=0.25),
-    "EuroSAT": Style("from orbit: hue shift, blur, grain", hue=25.0, blur=0.8, grain=0.03),
+    "DescribableTextures": Style("textured: a woven overlay", texture=0.5),
+    "EuroSAT": Style("from orbit: hue shift, blur, grain", hue=30.0, blur=0.8, grain=0.03),
     "UCF101": Style("video frames: motion blur, grain", motion=3, grain=0.04),
     "ImageNetV2": Style("photos: light grain (new instances)", grain=0.02),
-    "ImageNetSketch": Style("grey sketches", grayscale=True, contrast=1.3),
+    "ImageNetSketch": Style("sketches: faded colour, hard contrast", saturation=0.3, contrast=1.4),
     "ImageNetA": Style("adversarial: clutter, grain", clutter=4, grain=0.04),
     "ImageNetR": Style("renditions: posterised, hue shift", posterize=3, hue=-15.0),
 }

