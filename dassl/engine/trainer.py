@@ -1,4 +1,5 @@
 """Trainer lifecycle: TrainerBase (model registry, checkpoints, hooks), SimpleTrainer, TrainerX."""
+import copy
 import datetime
 import os.path as osp
 import sys
@@ -14,11 +15,16 @@ from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
-    AverageMeter, MetricMeter, count_num_param, load_checkpoint, load_pretrained_weights,
-    mkdir_if_missing, resume_from_checkpoint, save_checkpoint, tolist_if_not,
+    AverageMeter, MetricMeter, atomic_write, count_num_param, load_checkpoint, load_pretrained_weights,
+    mkdir_if_missing, restore_rng_state, resume_from_checkpoint, rng_state, save_checkpoint, tolist_if_not,
 )
 
-__all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU", "show_progress"]
+__all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU", "show_progress",
+           "RESUME_STATE_FILE"]
+
+# Written at the end of every epoch (whatever TRAIN.CHECKPOINT_FREQ says), so that a run resumes
+# from its last finished epoch exactly as if it had not been interrupted.
+RESUME_STATE_FILE = "resume_state.pth.tar"
 
 
 def show_progress():
@@ -53,6 +59,7 @@ class TrainerBase:
         self._optims = OrderedDict()
         self._scheds = OrderedDict()
         self._writer = None
+        self.stop_training = False  # set by a trainer (e.g. early stopping); the epoch loop then ends
 
     def register_model(self, name="model", model=None, optim=None, sched=None):
         if self.__dict__.get("_models") is None:
@@ -75,39 +82,30 @@ class TrainerBase:
             return names
         return names_real
 
-    def _rng_state(self):
-        """Random-number states, so that a resumed run continues exactly like an uninterrupted one."""
-        state = {
-            "python": __import__("random").getstate(),
-            "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-            "torch": torch.get_rng_state(),
+    def _checkpoint(self, name, epoch, val_result=None):
+        """The checkpoint dict of one registered model (section 7 of the engine spec)."""
+        optim, sched = self._optims[name], self._scheds[name]
+        return {
+            "state_dict": self._models[name].state_dict(),
+            "epoch": epoch + 1,
+            "optimizer": optim.state_dict() if optim is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "val_result": val_result,
+            "rng_state": rng_state(),
         }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        names = self.get_model_names()
-        for name in names:
-            model_dict = self._models[name].state_dict()
-            optim_dict = self._optims[name].state_dict() if self._optims[name] is not None else None
-            sched_dict = self._scheds[name].state_dict() if self._scheds[name] is not None else None
-            save_checkpoint(
-                {
-                    "state_dict": model_dict,
-                    "epoch": epoch + 1,
-                    "optimizer": optim_dict,
-                    "scheduler": sched_dict,
-                    "val_result": val_result,
-                    "rng_state": self._rng_state(),
-                },
-                osp.join(directory, name),
-                is_best=is_best,
-                model_name=model_name,
-            )
+        for name in self.get_model_names():
+            save_checkpoint(self._checkpoint(name, epoch, val_result), osp.join(directory, name),
+                            is_best=is_best, model_name=model_name)
 
     def resume_model_if_exist(self, directory):
+        """Restore the newest resume state (or, for older folders, the ``checkpoint`` pointers); returns
+        the epoch to continue from (0: train from scratch)."""
         names = self.get_model_names()
+        state_path = osp.join(directory, RESUME_STATE_FILE)
+        if names and osp.exists(state_path):
+            return self.load_resume_state(state_path)
         file_missing = any(not osp.exists(osp.join(directory, name, "checkpoint")) for name in names)
         if not names or file_missing:
             print("No checkpoint found, train from scratch")
@@ -118,6 +116,61 @@ class TrainerBase:
             path = osp.join(directory, name)
             start_epoch = resume_from_checkpoint(path, self._models[name], self._optims[name], self._scheds[name])
         return start_epoch
+
+    # --- exact resume -----------------------------------------------------------------------
+
+    def resume_state(self):
+        """Everything a resumed run needs to continue exactly: weights, optimisers, schedulers, random
+        states, the best-validation bookkeeping (with the best model's checkpoints) and the trainer's
+        own state (``extra_resume_state``)."""
+        return {
+            "format": 1,
+            "epoch": self.epoch + 1,
+            "models": {name: {k: v for k, v in self._checkpoint(name, self.epoch).items() if k != "rng_state"}
+                       for name in self.get_model_names()},
+            "rng_state": rng_state(),
+            "best_result": float(getattr(self, "best_result", -np.inf)),
+            "best_epoch": getattr(self, "best_epoch", None),
+            "best_checkpoints": getattr(self, "best_checkpoints", None),
+            "stop_training": self.stop_training,
+            "extra": self.extra_resume_state(),
+        }
+
+    def save_resume_state(self, directory):
+        """Write ``directory/resume_state.pth.tar`` atomically (called after every epoch)."""
+        if not self.get_model_names():
+            return
+        with atomic_write(osp.join(directory, RESUME_STATE_FILE), "wb") as f:
+            torch.save(self.resume_state(), f)
+
+    def load_resume_state(self, path):
+        """Inverse of ``save_resume_state``; rewrites the best model's file from the state. Returns the epoch."""
+        state = load_checkpoint(path)
+        print(f"Found a resume state at {path}: continuing after epoch {state['epoch']}")
+        for name in self.get_model_names():
+            saved = state["models"][name]
+            self._models[name].load_state_dict(saved["state_dict"])
+            if self._optims[name] is not None and saved["optimizer"] is not None:
+                self._optims[name].load_state_dict(saved["optimizer"])
+            if self._scheds[name] is not None and saved["scheduler"] is not None:
+                self._scheds[name].load_state_dict(saved["scheduler"])
+        restore_rng_state(state["rng_state"])
+        self.best_result = state["best_result"]
+        self.best_epoch = state["best_epoch"]
+        self.best_checkpoints = state["best_checkpoints"]
+        self.stop_training = state["stop_training"]
+        if self.best_checkpoints:  # the file on disk may come from the interrupted epoch: restore it
+            for name, checkpoint in self.best_checkpoints.items():
+                save_checkpoint(dict(checkpoint), osp.join(self.output_dir, name), model_name="model-best.pth.tar")
+        self.load_extra_resume_state(state["extra"])
+        return state["epoch"]
+
+    def extra_resume_state(self):
+        """Hook: a trainer's own state that a resumed run needs (plain data or tensors)."""
+        return {}
+
+    def load_extra_resume_state(self, state):
+        """Hook: restore what ``extra_resume_state`` returned."""
 
     def load_model(self, directory, epoch=None):
         if not directory:
@@ -180,10 +233,16 @@ class TrainerBase:
         self.max_epoch = max_epoch
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.stop_training:
+                break
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
+            self.epoch_finished()
         self.after_train()
+
+    def epoch_finished(self):
+        """After ``after_epoch``: the point a resumed run continues from (see ``SimpleTrainer``)."""
 
     def before_train(self):
         pass
@@ -255,6 +314,9 @@ class SimpleTrainer(TrainerBase):
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
+        self.best_epoch = None  # 1-based epoch of the best validation result
+        self.best_checkpoints = None  # {name: checkpoint dict} of that epoch, for the resume state
+        self.final_result = None  # the accuracy of the final test (after_train)
 
     def check_cfg(self, cfg):
         """Hook for trainers to validate their config keys."""
@@ -305,7 +367,7 @@ class SimpleTrainer(TrainerBase):
                 self.load_model(self.output_dir)
             else:
                 print("Deploy the last-epoch model")
-            self.test()
+            self.final_result = self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
         self.close_writer()
@@ -322,10 +384,19 @@ class SimpleTrainer(TrainerBase):
             is_best = curr_result > self.best_result
             if is_best:
                 self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
-                                model_name="model-best.pth.tar")
+                self.best_epoch = self.epoch + 1
+                self.best_checkpoints = {
+                    name: copy.deepcopy(self._checkpoint(name, self.epoch, curr_result))
+                    for name in self.get_model_names()
+                }
+                for name, checkpoint in self.best_checkpoints.items():
+                    save_checkpoint(dict(checkpoint), osp.join(self.output_dir, name),
+                                    model_name="model-best.pth.tar")
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
+
+    def epoch_finished(self):
+        self.save_resume_state(self.output_dir)
 
     @torch.no_grad()
     def test(self, split=None):
