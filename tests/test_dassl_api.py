@@ -114,7 +114,8 @@ def test_version_and_upstream_names_are_importable():
         missing = [n for n in names if not hasattr(module, n)]
         assert not missing, (module.__name__, missing)
     assert HEAD_REGISTRY.registered_names() == ["mlp"]
-    assert {"resnet18", "resnet50", "resnet18_ms_l123", "resnet50_efdmix_l12"} <= set(BACKBONE_REGISTRY.registered_names())
+    backbones = set(BACKBONE_REGISTRY.registered_names())
+    assert {"resnet18", "resnet50", "resnet18_ms_l123", "resnet50_efdmix_l12"} <= backbones
     assert NETWORK_REGISTRY.registered_names() == []
 
 
