@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
+from dassl.modeling import build_backbone, build_head
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     AverageMeter, MetricMeter, atomic_write, count_num_param, load_checkpoint, load_pretrained_weights,
@@ -33,20 +34,37 @@ def show_progress():
 
 
 class SimpleNet(nn.Module):
-    """A linear classifier on flattened input; Dassl's generic model, unused by CLIP trainers."""
+    """Backbone [-> head] [-> linear classifier], built through the registries of ``dassl.modeling``.
+
+    ``MODEL.BACKBONE.NAME`` names a ``BACKBONE_REGISTRY`` entry (called with ``pretrained`` =
+    ``MODEL.BACKBONE.PRETRAINED``); a head is added when ``MODEL.HEAD.NAME`` and ``HIDDEN_LAYERS``
+    are both set; no classifier when ``num_classes`` <= 0. CLIP trainers do not use it.
+    """
 
     def __init__(self, cfg, model_cfg, num_classes, **kwargs):
         super().__init__()
-        in_features = 3 * cfg.INPUT.SIZE[0] * cfg.INPUT.SIZE[1]
-        self.classifier = nn.Linear(in_features, num_classes)
-        self._fdim = in_features
+        self.backbone = build_backbone(model_cfg.BACKBONE.NAME, verbose=cfg.VERBOSE,
+                                       pretrained=model_cfg.BACKBONE.PRETRAINED, **kwargs)
+        fdim = self.backbone.out_features
+        self.head = None
+        if model_cfg.HEAD.NAME and model_cfg.HEAD.HIDDEN_LAYERS:
+            self.head = build_head(model_cfg.HEAD.NAME, verbose=cfg.VERBOSE, in_features=fdim,
+                                   hidden_layers=model_cfg.HEAD.HIDDEN_LAYERS, activation=model_cfg.HEAD.ACTIVATION,
+                                   bn=model_cfg.HEAD.BN, dropout=model_cfg.HEAD.DROPOUT, **kwargs)
+            fdim = self.head.out_features
+        self.classifier = nn.Linear(fdim, num_classes) if num_classes > 0 else None
+        self._fdim = fdim
 
     @property
     def fdim(self):
         return self._fdim
 
     def forward(self, x, return_feature=False):
-        f = x.flatten(1)
+        f = self.backbone(x)
+        if self.head is not None:
+            f = self.head(f)
+        if self.classifier is None:
+            return f
         y = self.classifier(f)
         return (y, f) if return_feature else y
 
@@ -174,7 +192,8 @@ class TrainerBase:
 
     def load_model(self, directory, epoch=None):
         if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
+            print("Note that load_model() is skipped as no pretrained model is given "
+                  "(ignore this if it's done on purpose)")
             return
         names = self.get_model_names()
         model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
@@ -487,8 +506,88 @@ class TrainerX(SimpleTrainer):
         return input, label, domain
 
 
+def report_train_step(trainer, losses, batch_time, data_time, bar=None):
+    """After batch ``trainer.batch_idx``: print the progress line every ``TRAIN.PRINT_FREQ`` batches
+    (every batch when the epoch is shorter) and write ``train/<loss>`` and ``train/lr`` scalars."""
+    num_batches = trainer.num_batches
+    print_freq = trainer.cfg.TRAIN.PRINT_FREQ
+    if (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq:
+        nb_remain = num_batches - trainer.batch_idx - 1
+        nb_remain += (trainer.max_epoch - trainer.epoch - 1) * num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+        line = " ".join([
+            f"epoch [{trainer.epoch + 1}/{trainer.max_epoch}]",
+            f"batch [{trainer.batch_idx + 1}/{num_batches}]",
+            f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+            f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+            f"{losses}",
+            f"lr {trainer.get_current_lr():.4e}",
+            f"eta {eta}",
+        ])
+        if bar is not None and not bar.disable:
+            bar.write(line, file=sys.stdout)
+        else:
+            print(line)
+    n_iter = trainer.epoch * num_batches + trainer.batch_idx
+    for name, meter in losses.meters.items():
+        trainer.write_scalar("train/" + name, meter.avg, n_iter)
+    trainer.write_scalar("train/lr", trainer.get_current_lr(), n_iter)
+
+
+def _endless(loader):
+    """The loader's batches, starting a new pass (a new shuffle) whenever one ends."""
+    while True:
+        yield from loader
+
+
+COUNT_ITER_CHOICES = ("train_x", "train_u", "smaller_one")
+
+
 class TrainerXU(SimpleTrainer):
-    """Labelled + unlabelled training; not used by this project (kept for API completeness)."""
+    """Trains on labelled and unlabelled batches side by side: ``forward_backward(batch_x, batch_u)``.
+
+    ``TRAIN.COUNT_ITER`` sets the batches per epoch: ``len(train_loader_x)`` ("train_x"),
+    ``len(train_loader_u)`` ("train_u") or the smaller of the two ("smaller_one"); the other loader
+    starts a new pass whenever it runs out. Printing and scalars follow ``TrainerX``.
+    """
+
+    def epoch_length(self):
+        """Batches per epoch under ``TRAIN.COUNT_ITER``."""
+        count_iter = self.cfg.TRAIN.COUNT_ITER
+        if count_iter not in COUNT_ITER_CHOICES:
+            raise ValueError(f'TRAIN.COUNT_ITER "{count_iter}" is not one of {list(COUNT_ITER_CHOICES)}')
+        if self.train_loader_u is None:
+            raise ValueError(f'{type(self).__name__} needs unlabelled data, but dataset "{self.cfg.DATASET.NAME}" '
+                             "has no train_u split")
+        len_x, len_u = len(self.train_loader_x), len(self.train_loader_u)
+        return {"train_x": len_x, "train_u": len_u, "smaller_one": min(len_x, len_u)}[count_iter]
 
     def run_epoch(self):
-        raise NotImplementedError("TrainerXU is not implemented in this engine; use TrainerX")
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = self.epoch_length()
+        batches_x = _endless(self.train_loader_x)
+        batches_u = _endless(self.train_loader_u)
+        bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
+                   disable=not show_progress(), leave=False)
+        end = time.time()
+        for self.batch_idx in range(self.num_batches):
+            batch_x, batch_u = next(batches_x), next(batches_u)
+            data_time.update(time.time() - end)
+            if batch_x is None or batch_u is None:  # every image of a batch was unreadable and skipped
+                continue
+            loss_summary = self.forward_backward(batch_x, batch_u)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            bar.update(1)
+            report_train_step(self, losses, batch_time, data_time, bar)
+            end = time.time()
+        bar.close()
+
+    def parse_batch_train(self, batch_x, batch_u):
+        input_x = batch_x["img"].to(self.device)
+        label_x = batch_x["label"].to(self.device)
+        input_u = batch_u["img"].to(self.device)
+        return input_x, label_x, input_u

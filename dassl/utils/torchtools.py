@@ -199,3 +199,28 @@ def init_network_weights(model, init_type="normal", gain=0.02):
                 nn.init.constant_(m.bias.data, 0.0)
 
     model.apply(_init)
+
+
+# Upstream keeps the two helpers below out of ``__all__``: reachable as dassl.utils.torchtools.*.
+
+
+def adjust_learning_rate(optimizer, base_lr, epoch, stepsize=20, gamma=0.1, linear_decay=False,
+                         final_lr=0, max_epoch=100):
+    """Set every param group's lr for ``epoch`` (deprecated upstream in favour of schedulers).
+
+    Step decay: ``base_lr * gamma ** (epoch // stepsize)``. With ``linear_decay``: linear from
+    ``base_lr`` at epoch 0 to ``final_lr`` at ``max_epoch``.
+    """
+    if linear_decay:
+        done = epoch / max_epoch
+        lr = (1.0 - done) * base_lr + done * final_lr
+    else:
+        lr = base_lr * gamma ** (epoch // stepsize)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def set_bn_to_eval(m):
+    """For ``model.apply``: BatchNorm layers stop updating running stats (their affine stays trainable)."""
+    if "BatchNorm" in type(m).__name__:
+        m.eval()
