@@ -9,6 +9,7 @@
 Readers use only the standard library and the engine (``Datum``, ``DatasetBase``, ``dassl.utils``);
 scipy is imported lazily for the ``.mat`` files of two fallbacks. Readers never open images.
 """
+import json
 import math
 import os
 import os.path as osp
@@ -17,7 +18,7 @@ import random
 from collections import Counter, OrderedDict, defaultdict
 
 from dassl.data.datasets import DatasetBase, Datum
-from dassl.utils import atomic_write, listdir_nohidden, mkdir_if_missing, read_json, write_json
+from dassl.utils import atomic_write, listdir_nohidden, mkdir_if_missing, write_json
 
 DOCS = "DATASETS.md"
 FEWSHOT_FORMAT = "portable-fewshot/1"
@@ -128,10 +129,57 @@ def to_posix_relpath(path, prefix):
 # Split files and random fallback splits
 # ---------------------------------------------------------------------------
 
-def read_split(filepath, path_prefix):
+SPLIT_KEYS = ("train", "val", "test")
+
+
+def _split_shape_problem(split):
+    """Why a parsed split file is not ``{"train"|"val"|"test": [[image path, label, class name], ...]}``."""
+    if not isinstance(split, dict):
+        return f'holds a JSON {type(split).__name__}, not an object with "train", "val" and "test" lists'
+    for key in SPLIT_KEYS:
+        if not isinstance(split.get(key), list):
+            return f'has no "{key}" list'
+        for i, entry in enumerate(split[key]):
+            ok = (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                  and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 0
+                  and isinstance(entry[2], str))
+            if not ok:
+                shown = repr(entry) if len(repr(entry)) <= 80 else repr(entry)[:77] + "..."
+                return f'entry {i} of "{key}" is {shown}, not [image path, label, class name]'
+    for key in ("train", "test"):
+        if not split[key]:
+            return f'has an empty "{key}" list'
+    return None
+
+
+def load_split_json(filepath, fix="replace it with the published split file"):
+    """Parse a split file and check its shape; ``ValueError`` naming the file, the problem and ``fix``."""
+    def bad(problem):
+        return ValueError(f"split file {filepath} {problem}: {fix}")
+
+    with open(filepath, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        raise bad("is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad(f"is not a text file (byte {e.start} is not UTF-8)") from None
+    try:
+        split = json.loads(text)
+    except ValueError as e:
+        truncated = "" if text.rstrip().endswith(("}", "]")) else " (truncated?)"
+        raise bad(f"is not valid JSON{truncated}: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    problem = _split_shape_problem(split)
+    if problem:
+        raise bad(problem)
+    return split
+
+
+def read_split(filepath, path_prefix, fix="replace it with the published split file"):
     """Read a ``split_zhou_*.json`` file into (train, val, test) lists of ``Datum``."""
     print(f"Reading split from {filepath}")
-    split = read_json(filepath)
+    split = load_split_json(filepath, fix)
     output = []
     for key in ("train", "val", "test"):
         items = []
@@ -325,20 +373,26 @@ def match_fewshot_cache(payload, dataset_dir, sources):
 
 
 def warn_short_classes(sources):
-    """Print ONE line naming the classes that have fewer images than the requested shots."""
-    short = []
+    """Print ONE line naming the classes that have fewer images than the requested shots.
+
+    A class short in several lists (train and val) is counted once and named with each list.
+    """
+    short = defaultdict(list)  # label -> ["train 3/16", "val 1/4"]
+    cnames = {}
     for name, (items, shots) in sources.items():
         counts = Counter(item.label for item in items)
-        cnames = {item.label: item.classname for item in items}
+        for item in items:
+            cnames.setdefault(item.label, item.classname)
         for label in sorted(counts):
             if counts[label] < shots:
-                short.append(f"{cnames[label]} ({name} {counts[label]}/{shots})")
+                short[label].append(f"{name} {counts[label]}/{shots}")
     if short:
-        shown = ", ".join(short[:MAX_LISTED_CLASSES])
-        if len(short) > MAX_LISTED_CLASSES:
-            shown += f", ... and {len(short) - MAX_LISTED_CLASSES} more"
+        named = [f"{cnames[label]} ({', '.join(parts)})" for label, parts in sorted(short.items())]
+        shown = ", ".join(named[:MAX_LISTED_CLASSES])
+        if len(named) > MAX_LISTED_CLASSES:
+            shown += f", ... and {len(named) - MAX_LISTED_CLASSES} more"
         print(
-            f"WARNING: {len(short)} class(es) have fewer images than the requested shots; "
+            f"WARNING: {len(short)} of {len(cnames)} classes have fewer images than the requested shots; "
             f"using all of their images: {shown}"
         )
 
@@ -439,6 +493,17 @@ class SplitDataset(CoOpDataset):
     def required_files(cls):
         return [cls.split_file]
 
+    @classmethod
+    def split_fix(cls):
+        """What to do about a damaged split file."""
+        fix = f"download the published {cls.split_file} again ({DOCS}#{cls.anchor})"
+        return fix + ", or delete it to generate a random split" if cls.supports_random_split() else fix
+
+    @classmethod
+    def supports_random_split(cls):
+        """True when ``generate_split`` exists (it may still need ``fallback_files``)."""
+        return cls.generate_split is not SplitDataset.generate_split
+
     @property
     def path_prefix(self):
         return self.dataset_dir if type(self).paths_relative_to_dataset_dir else self.image_dir
@@ -446,7 +511,7 @@ class SplitDataset(CoOpDataset):
     @classmethod
     def listed_images(cls, dataset_dir):
         """``{split: [absolute image paths]}`` listed in the split JSON (for ``datasets.check``)."""
-        split = read_json(osp.join(dataset_dir, cls.split_file))
+        split = load_split_json(osp.join(dataset_dir, cls.split_file), cls.split_fix())
         prefix = dataset_dir if cls.paths_relative_to_dataset_dir else osp.join(dataset_dir, cls.image_dir)
         return {key: [osp.join(prefix, entry[0]) for entry in split[key]] for key in ("train", "val", "test")}
 
@@ -455,7 +520,7 @@ class SplitDataset(CoOpDataset):
         self.split_path = osp.join(self.dataset_dir, type(self).split_file)
         if osp.isfile(self.split_path):
             self.require_image_dir()
-            train, val, test = read_split(self.split_path, self.path_prefix)
+            train, val, test = read_split(self.split_path, self.path_prefix, type(self).split_fix())
         else:
             train, val, test = self._fallback_split()
         train, val = self.fewshot(cfg, train, val)

@@ -25,6 +25,7 @@ import os
 import os.path as osp
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -349,6 +350,8 @@ class Run:
         self.notes = []
         self.already_finished = None  # the finished marker, when the folder's run is already complete
         self.resumed = False
+        self.fresh = False  # the folder held no run before this one (abandon() may remove it)
+        self.created_dirs = []  # folders this run created, deepest first
         self.lock = FolderLock(self.directory)
 
     # --- opening ---
@@ -357,7 +360,12 @@ class Run:
         model = self._check_model_dir() if self.kind == "test" else None
         if model:
             self.identity["_model"] = {"run_id": model["run_id"], "load_epoch": self.load_epoch}
+        missing = self.directory
+        while not osp.exists(missing):
+            self.created_dirs.append(missing)
+            missing = osp.dirname(missing)
         os.makedirs(self.directory, exist_ok=True)
+        self.fresh = not _own_entries(self.directory)
         previous = self.lock.acquire(self.command)
         try:
             if previous:
@@ -375,6 +383,29 @@ class Run:
     def __exit__(self, *exc):
         self.lock.release()
         return False
+
+    # Entries a run writes before it has any result (the log, the record, TensorBoard's first events).
+    _BOOKKEEPING = {RECORD_FILE, LOCK_FILE, LOG_FILE, "tensorboard"}
+
+    def abandon(self):
+        """After a failure before any result: release the folder, and remove what this run wrote if
+        the folder held no run before (and the folders it created). Returns True if removed."""
+        self.lock.release()
+        entries = _own_entries(self.directory) if osp.isdir(self.directory) else []
+        if not self.fresh or self.resumed or not set(entries) <= self._BOOKKEEPING:
+            return False
+        for name in os.listdir(self.directory):
+            path = osp.join(self.directory, name)
+            if osp.isdir(path) and not osp.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        for folder in self.created_dirs:  # deepest first; a folder another run now uses is kept
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        return True
 
     def _check_model_dir(self):
         """For a test: the training run in ``model_dir`` must be finished and define the same model."""
@@ -453,6 +484,7 @@ class Run:
         for entry in _own_entries(self.directory):
             os.replace(osp.join(self.directory, entry), osp.join(aside, entry))
         self.notes.append(f"Moved the old run in {self.directory} to {aside} (--discard-old-run)")
+        self.fresh = True
         return None
 
     def _keep_unfinished_log(self):

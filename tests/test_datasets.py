@@ -331,7 +331,9 @@ def test_fewer_images_than_shots_warns_once(mini_root, tmp_path, capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "fewer images than the requested shots" in line]
     assert len(lines) == 1, out
-    assert "Annual Crop Land (train 2/4)" in lines[0] and "Sea or Lake (val 2/4)" in lines[0]
+    # Each class is counted once, with both of its short lists (the count was once doubled).
+    assert "10 of 10 classes have fewer images" in lines[0]
+    assert "Annual Crop Land (train 2/4, val 2/4)" in lines[0] and "Sea or Lake (train 2/4, val 2/4)" in lines[0]
     assert len(ds.train_x) == 20 and len(ds.val) == 20
 
 

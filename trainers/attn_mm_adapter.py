@@ -38,9 +38,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .common.checkpoint import load_adapted_model
 from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
 from .common.templates import class_prompts, template_for
-from .common.utils import autocast_for, check_prec, report_trainable, text_features_for_prompts
+from .common.utils import PRECISIONS, autocast_for, check_prec, report_trainable, text_features_for_prompts
 
-__all__ = ["add_config", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
+__all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
            "AttnMMAdapter"]
 
 MASKS = ("cross_modal", "additive_01", "none")
@@ -67,6 +67,15 @@ def add_config(cfg):
     # Noise ablation (paper appendix A.2): zero-mean Gaussian noise of this std added to every
     # normalised training image (training only; 0 = off).
     cfg.INPUT.GAUSSIAN_NOISE_STD = 0.0
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {
+    "TRAINER.ATTN_MM_ADAPTER.PREC": PRECISIONS,
+    "TRAINER.ATTN_MM_ADAPTER.DOWN_ACT": ACTIVATIONS,
+    "TRAINER.ATTN_MM_ADAPTER.MASK": MASKS,
+    "TRAINER.ATTN_MM_ADAPTER.BLOCK": BLOCKS,
+}
 
 
 def l2_normalize(x):

@@ -21,7 +21,7 @@ from dassl.utils import load_pretrained_weights
 from .common.checkpoint import load_adapted_model
 from .common.templates import class_prompts, template_for
 from .common.utils import (
-    check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
+    PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
     text_features_for_prompts,
 )
 
@@ -36,6 +36,10 @@ def add_config(cfg):
     node.REDUCTION = 4  # bottleneck width = embedding width / REDUCTION
     node.PREC = "fp32"  # fp16, fp32 or amp
     node.CACHE_TEXT_FEATURES = True  # False: recompute the (fixed) text classifier in every forward
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {"TRAINER.CLIP_ADAPTER.PREC": PRECISIONS}
 
 
 class Adapter(nn.Module):

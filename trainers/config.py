@@ -1,7 +1,42 @@
-"""Config keys the project adds to Dassl's default tree before any YAML is merged (``extend_cfg``)."""
+"""Config keys the project adds to Dassl's default tree before any YAML is merged (``extend_cfg``),
+and the allowed values of the enumerated keys (``check_config_values``)."""
+import difflib
+
 from yacs.config import CfgNode as CN
 
-__all__ = ["extend_cfg", "apply_dataset_overrides"]
+from dassl.data.transforms.transforms import AVAI_CHOICES
+from dassl.optim.lr_scheduler import AVAI_SCHEDS
+from dassl.optim.optimizer import AVAI_OPTIMS
+from harness.preflight import ConfigError
+
+from .common.utils import PRECISIONS
+
+__all__ = ["extend_cfg", "apply_dataset_overrides", "config_choices", "check_config_values"]
+
+SAMPLERS = ("RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler", "RandomClassSampler")
+
+# Allowed values of the engine's enumerated keys and of those extend_cfg adds; each trainer module
+# lists its own next to its add_config (CONFIG_CHOICES).
+ENGINE_CHOICES = {
+    "INPUT.INTERPOLATION": ("bilinear", "bicubic", "nearest"),
+    "OPTIM.NAME": tuple(AVAI_OPTIMS),
+    "OPTIM.LR_SCHEDULER": tuple(AVAI_SCHEDS),
+    "OPTIM.WARMUP_TYPE": ("constant", "linear"),
+    "TEST.FINAL_MODEL": ("last_step", "best_val"),
+    "TEST.SPLIT": ("val", "test"),
+    "TRAIN.COUNT_ITER": ("train_x", "train_u", "smaller_one"),
+    "DATALOADER.TRAIN_X.SAMPLER": SAMPLERS,
+    "DATALOADER.TRAIN_U.SAMPLER": SAMPLERS,
+    "DATALOADER.TEST.SAMPLER": SAMPLERS,
+    "DATASET.SUBSAMPLE_CLASSES": ("all", "base", "new"),
+    "TRAINER.COOP.PREC": PRECISIONS,
+    "TRAINER.COOP.CLASS_TOKEN_POSITION": ("end", "middle", "front"),
+    "TRAINER.COCOOP.PREC": PRECISIONS,
+}
+# Keys holding a list, each element of which must be one of the values.
+ENGINE_LIST_CHOICES = {"INPUT.TRANSFORMS": tuple(AVAI_CHOICES)}
+# Smallest allowed value of numeric keys.
+ENGINE_MINIMUMS = {"DATALOADER.TRAIN_X.BATCH_SIZE": 1, "DATALOADER.TEST.BATCH_SIZE": 1, "DATALOADER.NUM_WORKERS": 0}
 
 
 def extend_cfg(cfg):
@@ -39,3 +74,44 @@ def apply_dataset_overrides(cfg):
         apply = getattr(module, "apply_dataset_overrides", None)
         if apply is not None:
             apply(cfg)
+
+
+def config_choices():
+    """``{dotted key: allowed values}``: the engine's and every trainer module's ``CONFIG_CHOICES``."""
+    from . import TRAINER_MODULES
+
+    choices = dict(ENGINE_CHOICES)
+    for module in TRAINER_MODULES:
+        choices.update(getattr(module, "CONFIG_CHOICES", {}))
+    return choices
+
+
+def _value(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _not_allowed(key, value, allowed):
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return ConfigError(f'{key} "{value}" is not allowed{hint}: use one of {", ".join(map(str, allowed))}')
+
+
+def check_config_values(cfg):
+    """Raise ``ConfigError`` naming the first key whose value is not allowed (enumerations, minimums)."""
+    for key, allowed in config_choices().items():
+        value = _value(cfg, key)
+        if value is not None and value not in allowed:
+            raise _not_allowed(key, value, allowed)
+    for key, allowed in ENGINE_LIST_CHOICES.items():
+        for value in _value(cfg, key) or ():
+            if value not in allowed:
+                raise _not_allowed(f"{key} element", value, allowed)
+    for key, minimum in ENGINE_MINIMUMS.items():
+        value = _value(cfg, key)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{key} is {value}: it must be at least {minimum}")

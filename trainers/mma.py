@@ -22,7 +22,7 @@ from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.utils import (
-    check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
+    PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
 )
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
@@ -46,6 +46,10 @@ def add_config(cfg):
     node.CACHE_FROZEN_TEXT = True  # text hidden states below ADAPTER_START computed once per run
     node.TRUNCATE_TEXT = True  # text tower runs on positions up to the longest prompt's end token
     node.CACHE_EVAL_TEXT = True  # in eval mode the text features are computed once
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {"TRAINER.MMADAPTER.PREC": PRECISIONS}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,11 +33,11 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .common.checkpoint import load_adapted_model
 from .common.templates import class_prompts, template_for
 from .common.utils import (
-    autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
+    PRECISIONS, autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
 )
 
 __all__ = [
-    "add_config", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
+    "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
     "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP", "MMRLOutput", "MMRL",
 ]
 
@@ -77,6 +77,10 @@ def add_config(cfg):
     # Speed switches (project keys; both give the same numbers as the reference's direct path).
     cfg.TRAINER.MMRL.SHARE_LOWER_LAYERS = True  # zero-shot image target reuses blocks 1..J-1 of the batch
     cfg.TRAINER.MMRL.CACHE_TEXT_LOWER_LAYERS = True  # text blocks 1..J-1 on the fixed prompts once per run
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {"TRAINER.MMRL.PREC": PRECISIONS, "TASK": TASKS}
 
 
 def apply_dataset_overrides(cfg):

@@ -2,14 +2,12 @@
 import copy
 import datetime
 import os.path as osp
-import sys
 import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from dassl.data import DataManager
 from dassl.evaluation import build_evaluator
@@ -19,6 +17,7 @@ from dassl.utils import (
     AverageMeter, MetricMeter, atomic_write, count_num_param, load_checkpoint, load_pretrained_weights,
     mkdir_if_missing, restore_rng_state, resume_from_checkpoint, rng_state, save_checkpoint, tolist_if_not,
 )
+from harness.console import Progress, interactive, log_only
 
 __all__ = ["SimpleNet", "TrainerBase", "SimpleTrainer", "TrainerX", "TrainerXU", "show_progress",
            "RESUME_STATE_FILE"]
@@ -30,7 +29,7 @@ RESUME_STATE_FILE = "resume_state.pth.tar"
 
 def show_progress():
     """Progress bars only on an interactive terminal (they go to stderr, never into log.txt)."""
-    return sys.stderr.isatty()
+    return interactive()
 
 
 class SimpleNet(nn.Module):
@@ -126,7 +125,8 @@ class TrainerBase:
             return self.load_resume_state(state_path)
         file_missing = any(not osp.exists(osp.join(directory, name, "checkpoint")) for name in names)
         if not names or file_missing:
-            print("No checkpoint found, train from scratch")
+            with log_only():
+                print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
@@ -234,7 +234,8 @@ class TrainerBase:
             except ImportError:
                 print("TensorBoard is not installed; training curves are not written")
                 return
-            print(f"Initialize tensorboard (log_dir={log_dir})")
+            with log_only():
+                print(f"Initialize tensorboard (log_dir={log_dir})")
             self._writer = SummaryWriter(log_dir=log_dir)
 
     def close_writer(self):
@@ -258,7 +259,20 @@ class TrainerBase:
             self.run_epoch()
             self.after_epoch()
             self.epoch_finished()
+        progress = self.__dict__.pop("_train_progress", None)
+        if progress is not None:
+            progress.close()
         self.after_train()
+
+    def train_progress(self):
+        """The progress report of this training: one over all remaining epochs (``harness.console``).
+
+        Created at the first ``run_epoch`` (which knows the epoch length), closed after the last epoch.
+        """
+        if self.__dict__.get("_train_progress") is None:
+            total = (self.max_epoch - self.start_epoch) * self.num_batches
+            self._train_progress = Progress(total, "train", unit="batches")
+        return self._train_progress
 
     def epoch_finished(self):
         """After ``after_epoch``: the point a resumed run continues from (see ``SimpleTrainer``)."""
@@ -385,7 +399,8 @@ class SimpleTrainer(TrainerBase):
                 print("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
             else:
-                print("Deploy the last-epoch model")
+                with log_only():
+                    print("Deploy the last-epoch model")
             self.final_result = self.test()
         elapsed = round(time.time() - self.time_start)
         print(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
@@ -430,12 +445,15 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch in tqdm(data_loader, desc=f"eval {split}", disable=not show_progress(), leave=False):
+        progress = Progress(len(data_loader.dataset), f"eval {split}", unit="images")
+        for batch in data_loader:
             if batch is None:
                 continue
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
+            progress.update(len(label))
+        progress.close()
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -463,20 +481,18 @@ class TrainerX(SimpleTrainer):
         batch_time = AverageMeter()
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
-        bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
-                   disable=not show_progress(), leave=False)
+        progress = self.train_progress()
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)
             if batch is None:  # every image of the batch was unreadable and skipped
+                progress.update(1)
                 continue
             loss_summary = self.forward_backward(batch)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
-            bar.update(1)
-            report_train_step(self, losses, batch_time, data_time, bar)
+            report_train_step(self, losses, batch_time, data_time, progress)
             end = time.time()
-        bar.close()
 
     def parse_batch_train(self, batch):
         input = batch["img"].to(self.device)
@@ -485,10 +501,14 @@ class TrainerX(SimpleTrainer):
         return input, label, domain
 
 
-def report_train_step(trainer, losses, batch_time, data_time, bar=None):
-    """After batch ``trainer.batch_idx``: print the progress line every ``TRAIN.PRINT_FREQ`` batches
-    (every batch when the epoch is shorter) and write ``train/<loss>`` and ``train/lr`` scalars."""
+def report_train_step(trainer, losses, batch_time, data_time, progress=None):
+    """After batch ``trainer.batch_idx``: advance ``progress``; log the upstream progress line every
+    ``TRAIN.PRINT_FREQ`` batches (every batch when the epoch is shorter; to the log file only, the
+    console shows ``progress``) and write ``train/<loss>`` and ``train/lr`` scalars."""
     num_batches = trainer.num_batches
+    if progress is not None:
+        loss = " ".join(f"{name} {meter.avg:.4f}" for name, meter in losses.meters.items())
+        progress.update(1, note=f"epoch {trainer.epoch + 1}/{trainer.max_epoch} {loss}".rstrip())
     print_freq = trainer.cfg.TRAIN.PRINT_FREQ
     if (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq:
         nb_remain = num_batches - trainer.batch_idx - 1
@@ -503,9 +523,7 @@ def report_train_step(trainer, losses, batch_time, data_time, bar=None):
             f"lr {trainer.get_current_lr():.4e}",
             f"eta {eta}",
         ])
-        if bar is not None and not bar.disable:
-            bar.write(line, file=sys.stdout)
-        else:
+        with log_only():
             print(line)
     n_iter = trainer.epoch * num_batches + trainer.batch_idx
     for name, meter in losses.meters.items():
@@ -549,21 +567,19 @@ class TrainerXU(SimpleTrainer):
         self.num_batches = self.epoch_length()
         batches_x = _endless(self.train_loader_x)
         batches_u = _endless(self.train_loader_u)
-        bar = tqdm(total=self.num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
-                   disable=not show_progress(), leave=False)
+        progress = self.train_progress()
         end = time.time()
         for self.batch_idx in range(self.num_batches):
             batch_x, batch_u = next(batches_x), next(batches_u)
             data_time.update(time.time() - end)
             if batch_x is None or batch_u is None:  # every image of a batch was unreadable and skipped
+                progress.update(1)
                 continue
             loss_summary = self.forward_backward(batch_x, batch_u)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
-            bar.update(1)
-            report_train_step(self, losses, batch_time, data_time, bar)
+            report_train_step(self, losses, batch_time, data_time, progress)
             end = time.time()
-        bar.close()
 
     def parse_batch_train(self, batch_x, batch_u):
         input_x = batch_x["img"].to(self.device)

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
+from harness.console import log_only
 from harness.safe_load import TRUST_ENV_VAR, CheckpointError, find_inert, load_checkpoint_file, trusted
 
 from .tools import atomic_write, mkdir_if_missing
@@ -36,7 +37,8 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     fpath = osp.join(save_dir, model_name)
     with atomic_write(fpath, "wb") as f:
         torch.save(state, f)
-    print(f"Checkpoint saved to {fpath}")
+    with log_only():  # the console shows the output folder once, in the run's header
+        print(f"Checkpoint saved to {fpath}")
     if epoch_file:
         # The pointer names the latest epoch file only (upstream also pointed it at model-best),
         # so resuming continues from the last epoch, as an uninterrupted run would.

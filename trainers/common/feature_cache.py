@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from dassl.data.data_manager import build_data_loader
+from harness.console import Progress
 
 __all__ = [
     "FEATURE_KEY", "FeatureCache", "FeatureDataset", "sequential_loader", "compute_image_features",
@@ -61,6 +62,7 @@ def compute_image_features(encode, loader, device):
     """
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     features, labels, domains, indices = [], [], [], []
+    progress = Progress(len(loader.dataset), "encode images", unit="images")
     with torch.random.fork_rng(devices=cuda_devices):
         for batch in loader:
             if batch is None:  # every image of the batch was unreadable (DATASET.SKIP_BAD_IMAGES)
@@ -69,6 +71,8 @@ def compute_image_features(encode, loader, device):
             labels.append(batch["label"])
             domains.append(batch["domain"])
             indices.append(batch["index"])
+            progress.update(len(batch["label"]))
+    progress.close()
     if not features:
         raise RuntimeError("compute_image_features: the loader yielded no images")
     indices = torch.cat(indices).long()

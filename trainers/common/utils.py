@@ -1,6 +1,8 @@
 """Small helpers every CLIP trainer uses."""
 import torch
 
+from harness.console import log_only
+
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
     "make_grad_scaler", "backward_and_step", "cross_entropy_step",
@@ -24,7 +26,8 @@ def report_trainable(module):
     """Print the trainable parameter names and the count line the logs are searched for."""
     names = [name for name, p in module.named_parameters() if p.requires_grad]
     count = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    print(f"Parameters to be updated: {names}")
+    with log_only():  # a long line: the console's header shows the count
+        print(f"Parameters to be updated: {names}")
     print(f"Number of trainable parameters: {count:,}")
     return count
 
