@@ -107,11 +107,9 @@ def merge_yaml(cfg, path, what, trainer):
         raise ConfigError(f"Bad value in {what} {path}: {e}") from None
 
 
-def setup_cfg(args):
-    """defaults -> extend_cfg -> dataset YAML -> method YAML -> flags -> per-dataset -> opts.
-
-    Returns the frozen config and the notes to print (e.g. the capped worker count).
-    """
+def setup_cfg(args, notes=None):
+    """defaults -> extend_cfg -> dataset YAML -> method YAML -> flags -> per-dataset -> opts; checked
+    and frozen. Notes to print (e.g. the capped worker count) are appended to ``notes``."""
     from dassl.config import get_cfg_default
     from trainers.config import apply_dataset_overrides, check_config_values, extend_cfg
 
@@ -132,9 +130,11 @@ def setup_cfg(args):
         raise ConfigError(f"Bad value in the command-line overrides: {e}") from None
     _check_names(cfg)
     check_config_values(cfg)
-    notes = cap_workers(cfg)
+    capped = cap_workers(cfg)
+    if notes is not None:
+        notes.extend(capped)
     cfg.freeze()
-    return cfg, notes
+    return cfg
 
 
 def _check_names(cfg):
@@ -177,7 +177,8 @@ def check_inputs(cfg, args, kind):
     from datasets.preflight import check_dataset_files
 
     check_dataset_files(cfg)
-    check_backbone(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS)
+    if cfg.TRAINER.NAME in catalog.TRAINERS:  # the CLIP trainers (others may build Dassl's own backbones)
+        check_backbone(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS)
     if cfg.MODEL.INIT_WEIGHTS:
         check_torch_file(cfg.MODEL.INIT_WEIGHTS, "MODEL.INIT_WEIGHTS", "pass a checkpoint of the trainable module")
     if kind == "test" and args.model_dir:
@@ -289,7 +290,8 @@ def main(args, argv=None):
     if args.trust_checkpoint:
         os.environ[TRUST_ENV_VAR] = "1"
     import_registries()
-    cfg, notes = setup_cfg(args)
+    notes = []
+    cfg = setup_cfg(args, notes)
     kind = run_kind(args)
     check_inputs(cfg, args, kind)
     command = command_line(sys.argv[1:] if argv is None else argv)

@@ -14,6 +14,7 @@ from dassl.config import get_cfg_default
 from dassl.data.datasets import Datum, DatasetBase
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, resume_from_checkpoint, set_random_seed, setup_logger
+from harness.preflight import ConfigError
 from helpers import read, run_train
 
 
@@ -224,8 +225,10 @@ def test_training_log_checkpoint_and_format(toy_root, tmp_path):
     assert torch.equal(trainer.model.fc.weight.cpu(), ckpt["state_dict"]["fc.weight"])
     assert f"* accuracy: {acc:.1f}%" in read(osp.join(evaluation, "log.txt"))
     assert read(osp.join(out, "log.txt")) == log
-    with pytest.raises(FileNotFoundError, match="model.pth.tar-7"):
+    # a missing epoch is refused before the evaluation's folder is created, naming the epochs there are
+    with pytest.raises(ConfigError, match=r"has no model.pth.tar-7: use --load-epoch 3"):
         run_train(probe_args(toy_root, str(tmp_path / "x"), flags=["--eval-only", "--model-dir", out, "--load-epoch", "7"]))
+    assert not osp.exists(tmp_path / "x")
 
 
 class Interrupt(Exception):
