@@ -23,6 +23,18 @@ B2N_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food1
 XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
+# need_args MIN "ARGS" "$@": a script's first call. With fewer than MIN arguments it prints
+# "usage: bash scripts/<method>/<script>.sh ARGS" and exits 2 (with -h or --help: prints it, exits 0).
+need_args() {
+    local min="$1" usage="usage: bash ${0#"$REPO"/} $2"
+    shift 2
+    case "${1:-}" in -h|--help) echo "$usage"; exit 0 ;; esac
+    if [ "$#" -lt "$min" ]; then
+        echo "$usage" >&2
+        exit 2
+    fi
+}
+
 # run_state DIR: finished, unfinished, legacy (a result log without a run record), foreign or new.
 run_state() {
     PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m harness.run state "$1"

@@ -4,5 +4,6 @@
 # LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
 # Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/AttnMMAdapter/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
 CFG=${3:-vit_b16_paper}
 b2n_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-}"

@@ -4,5 +4,6 @@
 # LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
 # Output: $OUTPUT/evaluation/AttnMMAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
 CFG=${3:-vit_b16_paper}
 xd_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-}"

@@ -3,4 +3,5 @@
 #   bash scripts/attn_mm_adapter/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_paper)
 # Output: $OUTPUT/imagenet/AttnMMAdapter/CFG_${SHOTS}shots/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 1 "SEED [CFG]" "$@"
 xd_train AttnMMAdapter "$1" "${2:-vit_b16_paper}"

@@ -3,4 +3,5 @@
 #   bash scripts/mma/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_xd)
 # Output: $OUTPUT/imagenet/MultiModalAdapter/CFG_${SHOTS}shots/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 1 "SEED [CFG]" "$@"
 xd_train MultiModalAdapter "$1" "${2:-vit_b16_xd}"

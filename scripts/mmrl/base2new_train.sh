@@ -4,6 +4,7 @@
 # CFG defaults to vit_b16 (vit_b16_imagenet for imagenet). Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/MMRL/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 2 "DATASET SEED [CFG]" "$@"
 DATASET=$1
 SEED=$2
 if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16; fi

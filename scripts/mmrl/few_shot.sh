@@ -5,6 +5,7 @@
 # 1 2 4 8 16 and SEED over 1 2 3.
 # Output: $OUTPUT/few_shot/DATASET/shots_SHOTS/MMRL/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
+need_args 3 "DATASET SEED SHOTS [CFG]" "$@"
 DATASET=$1
 SEED=$2
 SHOTS=$3

@@ -3,6 +3,7 @@
 #   CFG: a config in configs/trainers/ZeroshotCLIP/ (default vit_b16); SUBSAMPLE: all (default), base or new.
 # Output: $OUTPUT/zeroshot/<dataset>/ZeroshotCLIP/<cfg>_<subsample>/log.txt
 source "$(dirname "$0")/../common.sh"
+need_args 1 "DATASET [CFG] [SUBSAMPLE]" "$@"
 DATASET=$1
 CFG=${2:-vit_b16}
 SUBSAMPLE=${3:-all}
