@@ -185,6 +185,8 @@ def check_inputs(cfg, args, kind):
         info = catalog.TRAINERS.get(cfg.TRAINER.NAME)
         check_model_dir(args.model_dir, args.load_epoch, needs_weights=info is None or info.node is not None)
     if kind == "train":
+        if cfg.RESUME and not os.path.isdir(cfg.RESUME):
+            raise ConfigError(f'--resume "{cfg.RESUME}" is not a folder: pass the output folder of the run to resume')
         check_resume_dir(cfg.RESUME or cfg.OUTPUT_DIR, ENGINE_RESUME_STATE_FILE)
 
 

@@ -220,6 +220,11 @@ def test_empty_checkpoint_pointer_of_the_run_to_resume(caltech, tmp_path, capsys
           old / "checkpoint", "is empty")
 
 
+def test_resume_folder_not_found(caltech, tmp_path, capsys):
+    fails(args(caltech, str(tmp_path / "out"), flags=["--resume", str(tmp_path / "old")]), capsys,
+          "--resume", tmp_path / "old")
+
+
 def test_damaged_resume_state(caltech, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
