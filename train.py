@@ -113,7 +113,7 @@ def _check_names(cfg):
 
     for value, registry, where in ((cfg.TRAINER.NAME, TRAINER_REGISTRY, "trainer (--trainer)"),
                                    (cfg.DATASET.NAME, DATASET_REGISTRY, "dataset (DATASET.NAME)")):
-        if value not in registry:
+        if value not in registry.registered_names():  # upstream's Registry has no __contains__
             choices = ", ".join(sorted(registry.registered_names()))
             raise ConfigError(f'Unknown {where} "{value}"; choose one of: {choices}')
 
