@@ -14,6 +14,7 @@ import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from datasets.common import CacheError
 from harness.fileio import WriteError
 from harness.run import Run, RunError, command_line
 from harness.safe_load import TRUST_ENV_VAR, CheckpointError
@@ -205,7 +206,7 @@ def cli(argv=None):
     args = build_parser().parse_args(argv)
     try:
         main(args, argv)
-    except (ConfigError, RunError, CheckpointError, WriteError, FileNotFoundError) as e:
+    except (ConfigError, RunError, CheckpointError, CacheError, WriteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
