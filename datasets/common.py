@@ -287,10 +287,10 @@ def _datum_record(obj):
     """``(impath, label, classname)`` of an unpickled upstream ``Datum``; ValueError for anything else."""
     state = obj.state if isinstance(obj, InertObject) and obj.qualname == UPSTREAM_DATUM else None
     if not isinstance(state, dict):
-        raise ValueError(f"it holds {obj!r} where a Datum record was expected")
+        raise ValueError(f"it holds {obj!r:.80} where a Datum record was expected")
     impath, label, classname = state.get("_impath"), state.get("_label"), state.get("_classname")
     if not (isinstance(impath, str) and type(label) is int and isinstance(classname, str)):
-        raise ValueError(f"a Datum record lacks a path, label or class name: {state!r}")
+        raise ValueError(f"a Datum record lacks a path, label or class name: {state!r:.120}")
     return impath, label, classname
 
 
@@ -328,16 +328,20 @@ def open_shared_cache(shared, own, own_format):
         return None, str(e)
     if kind == "shared":
         return payload, None
-    if osp.exists(own):
-        os.remove(shared)
-    else:
-        os.replace(shared, own)
+    try:
+        if osp.exists(own):
+            os.remove(shared)
+        else:
+            os.replace(shared, own)
+    except FileNotFoundError:  # another run on this data root moved it first
+        return None, None
     print(f"Note: moved this project's cache {shared} to {own} (CoOp-family code reads the former name and "
           "cannot read this format)")
     return None, None
 
 
 def shared_cache_error(path, problem):
+    problem = " ".join(problem.split())  # one line
     return CacheError(f"cache {path} (not written by this project) cannot be used: {problem}. It is left "
                       "untouched: fix the data root, or move the file away to draw a new sample")
 
@@ -527,7 +531,8 @@ class CoOpDataset(DatasetBase):
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             then = f"using {fallback} instead" if fallback else "rebuilding it"
             print(f"WARNING: few-shot cache {path} does not match the data ({e}); {then}")
-            os.remove(path)
+            if fallback:  # (otherwise it is overwritten)
+                os.remove(path)
             return None
         print(f"Loading preprocessed few-shot data from {path}")
         return result

@@ -184,6 +184,21 @@ def test_own_cache_is_kept_when_an_upstream_one_appears(eurosat6, monkeypatch, c
     assert f"Note: {shared} (written by Dassl/CoOp code) holds another sample" in out
 
 
+def test_stale_own_cache_gives_way_to_the_upstream_one(eurosat6, monkeypatch, capsys):
+    shared = fewshot_cache_path(osp.join(eurosat6, "eurosat"), 2, 1)
+    build(eurosat6, "EuroSAT", shots=2, seed=1)
+    with open(own_cache_path(shared), "wb") as f:
+        f.write(b"damaged")
+    sample = upstream_sample(eurosat6, build(eurosat6, "EuroSAT"), 2)
+    write_upstream_pickle(shared, sample, monkeypatch)
+    digest = sha256(shared)
+    capsys.readouterr()
+    ds = build(eurosat6, "EuroSAT", shots=2, seed=1)
+    assert f"does not match the data (unreadable: " in capsys.readouterr().out
+    assert [i.impath for i in ds.train_x] == [local(eurosat6, r[0]) for r in sample["train"]]
+    assert sha256(shared) == digest and os.listdir(osp.dirname(shared)) == [osp.basename(shared)]
+
+
 def test_own_cache_written_under_the_upstream_name_is_moved(eurosat6, capsys):
     ours = build(eurosat6, "EuroSAT", shots=2, seed=1)
     shared = fewshot_cache_path(osp.join(eurosat6, "eurosat"), 2, 1)
