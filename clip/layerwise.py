@@ -11,7 +11,7 @@ from .clip import model_dtype
 
 __all__ = [
     "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
-    "causal_mask", "prompt_length", "encode_text", "encode_image", "eot_positions",
+    "causal_mask", "prompt_length", "encode_text", "encode_text_embeddings", "encode_image", "eot_positions",
 ]
 
 
@@ -95,10 +95,22 @@ def encode_text(model, tokens, truncate=True, before_block=None, after_block=Non
     """Text features ``[N, embed_dim]``; with no hooks equal to ``model.encode_text(tokens)``."""
     if truncate:
         tokens = tokens[:, : prompt_length(tokens)]
-    x = text_embeddings(model, tokens)
-    x = run_blocks(model.transformer.resblocks, x, attn_mask=causal_mask(model, tokens.shape[1]),
+    x = model.token_embedding(tokens).to(model_dtype(model))
+    return encode_text_embeddings(model, x, eot_positions(tokens), before_block, after_block)
+
+
+def encode_text_embeddings(model, x, eot_index, before_block=None, after_block=None):
+    """Text features ``[N, embed_dim]`` of token embeddings ``x`` [N, L, d_t] (no positions yet, L <= 77).
+
+    For prompt learners whose input is a sequence of embeddings rather than token ids: positions
+    are added to every token (learned ones included), then the blocks with the causal mask of
+    length L, ``ln_final``, the row at ``eot_index`` [N] and ``text_projection``.
+    """
+    length = x.shape[1]
+    x = x + model.positional_embedding[:length].to(x.dtype)
+    x = run_blocks(model.transformer.resblocks, x, attn_mask=causal_mask(model, length),
                    before_block=before_block, after_block=after_block)
-    return text_head(model, x, eot_positions(tokens))
+    return text_head(model, x, eot_index)
 
 
 def encode_image(model, images, before_block=None, after_block=None):
