@@ -293,6 +293,20 @@ def test_reference_checkpoint_loads(tmp_path):
         trainer.load_model(str(tmp_path / "reference"), epoch=10)
 
 
+def test_init_weights_keep_this_runs_class_buffers(toy_root, tmp_path):
+    """MODEL.INIT_WEIGHTS loads the context; same-shaped buffers of other classes do not replace ours."""
+    ctx = torch.randn(4, 32, generator=torch.Generator().manual_seed(4))
+    state = {"ctx": ctx, "token_prefix": torch.zeros(4, 1, 32), "token_suffix": torch.zeros(4, 72, 32)}
+    torch.save({"state_dict": state}, tmp_path / "init.pth")
+    fresh, _ = build(trainer_args("CoOp", "vit_b16_ctxv1", toy_root, tmp_path / "a"))
+    trainer, log = build(trainer_args("CoOp", "vit_b16_ctxv1", toy_root, tmp_path / "b",
+                                      "MODEL.INIT_WEIGHTS", tmp_path / "init.pth"))
+    assert "Successfully loaded pretrained weights" in log
+    assert torch.equal(trainer.model.prompt_learner.ctx, ctx)
+    for name in ("token_prefix", "token_suffix"):
+        assert torch.equal(getattr(trainer.model.prompt_learner, name), getattr(fresh.model.prompt_learner, name))
+
+
 def test_context_shape_mismatch_is_explained(tmp_path):
     root4 = toy.make_toy_root(str(tmp_path / "toy4"), per_class=2, num_classes=4)
     root6 = toy.make_toy_root(str(tmp_path / "toy6"), per_class=2, num_classes=6)

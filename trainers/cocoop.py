@@ -26,10 +26,9 @@ from yacs.config import CfgNode as CN
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
-from .common.utils import check_prec, cross_entropy_step, report_trainable
+from .common.utils import check_prec, cross_entropy_step
 from .coop import (
-    PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, runtime_prec,
-    setup_prompt_learner,
+    PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
 )
 
 __all__ = ["add_config", "meta_net", "ConditionalPromptLearner", "CoCoOpCLIP", "CoCoOp"]
@@ -131,12 +130,10 @@ class CoCoOp(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.COCOOP
-        self.prec = runtime_prec(node.PREC, self.device)
-        clip_model = frozen_clip(cfg, self.prec)
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)
         print("Building CoCoOp (prompt learner with Meta-Net)")
         learner = ConditionalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT)
         self.model = CoCoOpCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.PROMPTS_PER_CALL)
-        report_trainable(self.model)
         setup_prompt_learner(self, learner)
 
     def parse_batch_train(self, batch):

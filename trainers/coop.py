@@ -33,8 +33,8 @@ from .common.eval_cache import EvalCache
 from .common.utils import check_prec, cross_entropy_step, make_grad_scaler, report_trainable
 
 __all__ = [
-    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "runtime_prec",
-    "setup_prompt_learner", "load_prompt_learner",
+    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
+    "load_prompt_learner",
 ]
 
 MODEL_NAME = "prompt_learner"  # registered name = checkpoint folder, as in the reference
@@ -114,8 +114,9 @@ class PromptLearner(nn.Module):
 
     def __init__(self, clip_model, classnames, n_ctx, ctx_init="", csc=False, position="end"):
         super().__init__()
-        if ctx_init and (csc or n_ctx):
-            print(f'CTX_INIT "{ctx_init}" sets the context: N_CTX ({n_ctx}) and CSC ({csc}) are not used')
+        if ctx_init:
+            print(f'CTX_INIT "{ctx_init}" sets the context (M = its word count): N_CTX {n_ctx} and CSC {csc} '
+                  "are not used")
             csc = False
         ctx, prompt_prefix = initial_context(clip_model, n_ctx, ctx_init, len(classnames), csc)
         print(f'Initial context: "{prompt_prefix}"')
@@ -143,7 +144,8 @@ class PromptLearner(nn.Module):
         shape = (*ctx.shape[:-3], self.n_cls)
         prefix = self.token_prefix.expand(*shape, -1, -1)
         suffix = self.token_suffix[:, :length - 1 - self.n_ctx].expand(*shape, -1, -1)
-        prompts = torch.cat([prefix, ctx.expand(*shape, -1, -1).to(prefix.dtype), suffix], dim=-2)
+        ctx = ctx.expand(*shape, -1, -1).to(prefix.dtype)  # e.g. CoCoOp's ctx + pi(x) from autocast
+        prompts = torch.cat([prefix, ctx, suffix], dim=-2)
         if self.position_order is None:
             return prompts
         order = self.position_order[:, :length, None].expand(*shape, -1, prompts.shape[-1])
@@ -200,16 +202,14 @@ class CoOpCLIP(nn.Module):
 # Trainer (the pieces CoCoOp shares come first)
 # ---------------------------------------------------------------------------------------------
 
-def runtime_prec(prec, device):
-    """``fp16`` needs a GPU; on a CPU the run uses fp32 (with a note)."""
+def frozen_clip(cfg, prec, device):
+    """CLIP for a prompt learner, frozen, and the precision the run uses: ``(clip_model, prec)``.
+
+    ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
+    """
     if prec == "fp16" and device.type != "cuda":
         print("Note: PREC fp16 needs a GPU; running in fp32 on the CPU")
-        return "fp32"
-    return prec
-
-
-def frozen_clip(cfg, prec):
-    """CLIP for a prompt learner: frozen, and for ``fp16`` in OpenAI's mixed fp16 (LayerNorms fp32)."""
+        prec = "fp32"
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
     clip_model = load_clip_to_cpu(cfg)
     size = clip_model.visual.image_size
@@ -221,12 +221,14 @@ def frozen_clip(cfg, prec):
         param.requires_grad_(False)
     if prec == "fp16":
         convert_weights_to_lp(clip_model)
-    return clip_model
+    return clip_model, prec
 
 
 def setup_prompt_learner(trainer, learner):
-    """MODEL.INIT_WEIGHTS, optimiser and scheduler of ``learner``, registered as ``prompt_learner``."""
+    """Report what trains; MODEL.INIT_WEIGHTS, optimiser and scheduler of ``learner``, registered as
+    ``prompt_learner`` (``trainer.model`` holds CLIP and the learner)."""
     cfg = trainer.cfg
+    report_trainable(trainer.model)
     if cfg.MODEL.INIT_WEIGHTS:
         load_init_weights(learner, cfg.MODEL.INIT_WEIGHTS, keep_buffers=CLASS_BUFFERS)
     trainer.model.to(trainer.device)
@@ -268,13 +270,11 @@ class CoOp(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.COOP
-        self.prec = runtime_prec(node.PREC, self.device)
-        clip_model = frozen_clip(cfg, self.prec)
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)
         print("Building CoOp (prompt learner)")
         learner = PromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT, node.CSC,
                                 node.CLASS_TOKEN_POSITION)
         self.model = CoOpCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.CACHE_EVAL_TEXT)
-        report_trainable(self.model)
         setup_prompt_learner(self, learner)
 
     def parse_batch_train(self, batch):
