@@ -8,6 +8,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
+from open_clip.model import convert_weights_to_lp
 
 import toy
 from clip import tokenize
@@ -150,6 +151,25 @@ def test_initialisation_with_zero_bias_is_zero_shot_clip():
         text = normalize(clip_model.encode_text(tokens))
         zero_shot = clip_model.logit_scale.exp() * normalize(clip_model.encode_image(images(2))) @ text.t()
     torch.testing.assert_close(logits, zero_shot, rtol=0, atol=1e-5)
+
+
+def test_fp16_model_has_an_fp16_meta_net():
+    """PREC fp16 (on a GPU): OpenAI's mixed-fp16 CLIP; ctx and the Meta-Net are fp16 parameters."""
+    clip_model = tiny_clip()
+    pl = conditional_learner(clip_model)
+    perturb(pl.meta_net, seed=6)
+    imgs = images(2)
+    with torch.no_grad():
+        reference = CoCoOpCLIP(clip_model, pl)(imgs)
+    convert_weights_to_lp(clip_model)
+    pl16 = conditional_learner(clip_model)
+    pl16.meta_net.load_state_dict(pl.meta_net.state_dict())
+    assert {p.dtype for p in pl16.parameters()} == {torch.float16}
+    logits = CoCoOpCLIP(clip_model, pl16)(imgs)
+    assert logits.dtype == torch.float16
+    torch.testing.assert_close(logits.float(), reference, rtol=0, atol=0.1)
+    F.cross_entropy(logits.float(), torch.tensor([1, 2])).backward()
+    assert torch.isfinite(pl16.meta_net.linear1.weight.grad).all() and pl16.ctx.grad.abs().max() > 0
 
 
 # ---------------------------------------------------------------------------------------------
