@@ -113,6 +113,14 @@ def count_calls(module):
     return calls
 
 
+def write_finished_training_log(directory):
+    """A training folder as older code (or the reference) leaves it: a log with the final result.
+    The test-step scripts accept it as a finished training run."""
+    os.makedirs(directory, exist_ok=True)
+    with open(osp.join(directory, "log.txt"), "w") as f:
+        f.write("epoch [1/1] batch [1/1] loss 1.0\nFinish training\n=> result\n* accuracy: 50.0%\n")
+
+
 def queued_command(script, *args, output):
     """The train.py argument list that ``scripts/<script>`` queues (RUN_QUEUE) for ``args``."""
     import shlex

@@ -15,7 +15,7 @@ from clip import tokenize
 from helpers import read, run_train
 from prompt_learning import (  # noqa: F401 (no_env_report: an autouse fixture)
     REPO, build, count_calls, images, lr_per_epoch, no_env_report, normalize, oracle_text_features, queued_command,
-    tiny_clip, trainer_args, write_checkpoint,
+    tiny_clip, trainer_args, write_checkpoint, write_finished_training_log,
 )
 from trainers.cocoop import CoCoOpCLIP, ConditionalPromptLearner
 from trainers.coop import CoOpCLIP
@@ -280,9 +280,11 @@ def test_scripts_queue_the_protocol_runs(tmp_path):
         _, opts = queued_command("cocoop/base2new_train.sh", dataset, 1, output=tmp_path)
         assert opts["--config-file"] == osp.join(REPO, "configs", "trainers", "CoCoOp", f"{cfg}.yaml")
         assert opts["--output-dir"] == f"{tmp_path}/base2new/train_base/{dataset}/shots_16/CoCoOp/{cfg}/seed1"
+    write_finished_training_log(tmp_path / f"base2new/train_base/dtd/shots_16/CoCoOp/{cfg}/seed1")
     argv, opts = queued_command("cocoop/base2new_test.sh", "dtd", 1, cfg, 10, output=tmp_path)
     assert opts["--load-epoch"] == "10" and "--eval-only" in argv
     _, opts = queued_command("cocoop/xd_train.sh", 2, output=tmp_path)
     assert opts["--output-dir"] == f"{tmp_path}/imagenet/CoCoOp/{cfg}_16shots/seed2"
+    write_finished_training_log(tmp_path / f"imagenet/CoCoOp/{cfg}_16shots/seed2")
     _, opts = queued_command("cocoop/xd_test.sh", "imagenetv2", 2, cfg, 10, output=tmp_path)
     assert opts["--model-dir"] == f"{tmp_path}/imagenet/CoCoOp/{cfg}_16shots/seed2"

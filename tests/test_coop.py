@@ -15,7 +15,7 @@ from clip import tokenize
 from helpers import read, run_train
 from prompt_learning import (  # noqa: F401 (no_env_report: an autouse fixture)
     REPO, build, count_calls, images, lr_per_epoch, no_env_report, normalize, oracle_text_features, queued_command,
-    tiny_clip, trainer_args, write_checkpoint,
+    tiny_clip, trainer_args, write_checkpoint, write_finished_training_log,
 )
 from trainers.coop import CoOpCLIP, PromptLearner
 
@@ -364,11 +364,13 @@ def test_scripts_queue_the_protocol_runs(tmp_path):
     assert opts["--output-dir"] == f"{tmp_path}/base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ctxv1/seed2"
     _, opts = queued_command("coop/base2new_train.sh", "imagenet", 1, output=tmp_path)
     assert config(opts) == "vit_b16_ep50_ctxv1.yaml"
+    write_finished_training_log(tmp_path / "base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ctxv1/seed2")
     argv, opts = queued_command("coop/base2new_test.sh", "eurosat", 2, "vit_b16_ctxv1", 200, output=tmp_path)
     assert opts["--load-epoch"] == "200" and "--eval-only" in argv and opts["DATASET.SUBSAMPLE_CLASSES"] == "new"
     assert opts["--model-dir"] == f"{tmp_path}/base2new/train_base/eurosat/shots_16/CoOp/vit_b16_ctxv1/seed2"
     _, opts = queued_command("coop/xd_train.sh", 1, output=tmp_path)
     assert config(opts) == "vit_b16_ep50_ctxv1.yaml" and opts["--dataset-config-file"].endswith("imagenet.yaml")
+    write_finished_training_log(tmp_path / "imagenet/CoOp/vit_b16_ep50_16shots/seed1")
     _, opts = queued_command("coop/xd_test.sh", "imagenet_a", 1, "vit_b16_ep50", 50, output=tmp_path)
     assert opts["--model-dir"] == f"{tmp_path}/imagenet/CoOp/vit_b16_ep50_16shots/seed1"
     assert opts["--output-dir"] == f"{tmp_path}/evaluation/CoOp/vit_b16_ep50_16shots/imagenet_a/seed1"
