@@ -226,11 +226,11 @@ class MaPLe(TrainerX):
         if node.PROMPT_DEPTH < 1:
             raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be at least 1 (1 = first-layer prompts only), "
                              f"got {node.PROMPT_DEPTH}")
-        if node.CTX_INIT and node.N_CTX <= MAX_INIT_CTX and init_phrase_tokens(node.CTX_INIT) < node.N_CTX:
+        n_init = init_phrase_tokens(node.CTX_INIT) if node.CTX_INIT and node.N_CTX <= MAX_INIT_CTX else node.N_CTX
+        if n_init < node.N_CTX:
             # The reference would take EOT and the class name's first tokens into the context.
-            raise ValueError(f'TRAINER.MAPLE.CTX_INIT "{node.CTX_INIT}" has {init_phrase_tokens(node.CTX_INIT)} '
-                             f"tokens, fewer than N_CTX {node.N_CTX}; use a longer phrase, a smaller N_CTX "
-                             'or CTX_INIT ""')
+            raise ValueError(f'TRAINER.MAPLE.CTX_INIT "{node.CTX_INIT}" has {n_init} tokens, fewer than N_CTX '
+                             f'{node.N_CTX}; use a longer phrase, a smaller N_CTX or CTX_INIT ""')
 
     def build_model(self):
         cfg = self.cfg
@@ -266,12 +266,11 @@ class MaPLe(TrainerX):
         self.register_model(LEARNER_NAME, registered, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
 
+    def forward_backward(self, batch):
+        return cross_entropy_step(self, *self.parse_batch_train(batch))  # loss = CE(logits, y)
+
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         """Ours or a reference output folder (whole model): only the prompt learner's trainable tensors load."""
