@@ -12,6 +12,7 @@ from .clip import model_dtype
 __all__ = [
     "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
     "causal_mask", "prompt_length", "encode_text", "encode_text_embeddings", "encode_image", "eot_positions",
+    "replace_tokens", "replace_before_blocks",
 ]
 
 
@@ -77,6 +78,30 @@ def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None,
             x_out = after_block(i, x, x_out)
         x = x_out
     return x
+
+
+def replace_tokens(x, tokens, start):
+    """``x`` [N, L, d] with positions ``start .. start+K-1`` replaced by ``tokens`` [K, d] in every row.
+
+    Out of place, so gradients reach ``tokens``; they are cast to ``x``'s dtype. A negative
+    ``start`` counts from the end as in indexing (``-K``: the last K positions).
+    """
+    length, k = x.shape[1], tokens.shape[0]
+    begin = start + length if start < 0 else start
+    if begin < 0 or begin + k > length:
+        raise ValueError(f"cannot replace {k} tokens at position {start} of a sequence of {length}")
+    tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    return torch.cat([x[:, :begin], tokens, x[:, begin + k:]], dim=1)
+
+
+def replace_before_blocks(tokens_by_block, start):
+    """A ``before_block`` hook for deep prompts: before each block i in ``tokens_by_block``
+    ({i: [K, d]}), positions ``start .. start+K-1`` get that block's tokens; other blocks run on
+    what the previous block produced there."""
+    def before_block(i, x):
+        tokens = tokens_by_block.get(i)
+        return x if tokens is None else replace_tokens(x, tokens, start)
+    return before_block
 
 
 def text_head(model, x, eot_index):

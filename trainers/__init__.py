@@ -9,5 +9,6 @@ from . import mmrl
 from . import attn_mm_adapter
 from . import coop
 from . import cocoop
+from . import maple
 
-TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop]
+TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple]
