@@ -7,5 +7,6 @@ from . import mma
 from . import clip_adapter
 from . import mmrl
 from . import attn_mm_adapter
+from . import mmrl_pp
 
-TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter]
+TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, mmrl_pp]

@@ -11,7 +11,7 @@ def extend_cfg(cfg):
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
-    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL)
+    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
 
     # CoOp/CoCoOp nodes, so that their YAMLs (e.g. the *_ctxv1 files) merge without errors.
     cfg.TRAINER.COOP = CN()

@@ -20,7 +20,8 @@ def _find_model_file(directory, folder_names, model_file):
     raise FileNotFoundError(f'Model not found at "{tried[0]}"' + (f" (also tried {tried[1:]})" if tried[1:] else ""))
 
 
-def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None, keep=None):
+def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None, keep=None,
+                       check=None):
     """Load ``directory/<name>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``) into each registered model.
 
     ``drop_keys``: state-dict keys that depend on the class list (deleted before loading).
@@ -28,6 +29,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
     reference code's older names). ``rename``: optional function mapping a loaded key to ours.
     ``keep``: optional predicate on a (renamed) key; keys it rejects are dropped, e.g. the frozen
     backbone stored in a reference code's whole-model checkpoint.
+    ``check``: optional function ``(state_dict, path)`` called on the checkpoint as stored, before
+    anything is dropped; it raises for a checkpoint that must not load (e.g. another method's).
     Every key we keep must load: unexpected or missing trainable tensors raise an error.
     """
     if not directory:
@@ -39,6 +42,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
         path, _ = _find_model_file(directory, folders, model_file)
         checkpoint = load_checkpoint(path)
         state_dict = dict(checkpoint["state_dict"])
+        if check is not None:
+            check(state_dict, path)
         for key in drop_keys:
             state_dict.pop(key, None)
         if rename is not None:
