@@ -457,3 +457,14 @@ def test_few_shot_script_queues_the_protocol(script_env):
         assert argv[argv.index("--output-dir") + 1] == osp.join(script_env["OUTPUT"], "few_shot", dataset, "shots_4",
                                                                 "MMRLpp", cfg, "seed2")
         assert "DATASET.NUM_SHOTS 4 TASK FS" in " ".join(argv) and "SUBSAMPLE_CLASSES" not in " ".join(argv)
+
+
+def test_published_numbers_for_compare():
+    import parse_test_res as ptr
+
+    published = ptr.load_published()
+    assert ptr.find_method(published, "MMRLpp").method == "MMRLpp"  # not MMRL ("MMRL++" would normalise to it)
+    assert ptr.find_method(published, "MMRL").method == "MMRL"
+    repro = ptr.find_method(published, "mmrlpp-repro").numbers["base2new"]
+    assert repro["eurosat"] == {"base": 95.73, "new": 84.17, "hm": 89.58, "confidence": "S"}
+    assert published["MMRLpp"]["base2new"]["average"]["unverified"] is True
