@@ -417,7 +417,8 @@ class MMRL(TrainerX):
 
         self.use_fused_logits = uses_fused_logits(cfg)
         which = "fused (α·ℓ_c + (1−α)·ℓ_r)" if self.use_fused_logits else "class-feature (ℓ_c)"
-        print(f"{cfg.TRAINER.NAME} inference ({cfg.TASK}, {cfg.DATASET.NAME}, {cfg.DATASET.SUBSAMPLE_CLASSES} classes): {which} logits")
+        print(f"{cfg.TRAINER.NAME} inference ({cfg.TASK}, {cfg.DATASET.NAME}, "
+              f"{cfg.DATASET.SUBSAMPLE_CLASSES} classes): {which} logits")
 
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)

@@ -78,7 +78,8 @@ def apply_dataset_overrides(cfg):
     cfg.TRAINER.MMRLpp.BETA = beta
     if reg_weight is not None:
         cfg.TRAINER.MMRLpp.REG_WEIGHT = reg_weight
-    print(f"MMRL++ settings for {cfg.DATASET.NAME} ({cfg.TASK}): BETA {beta}, REG_WEIGHT {cfg.TRAINER.MMRLpp.REG_WEIGHT}")
+    print(f"MMRL++ settings for {cfg.DATASET.NAME} ({cfg.TASK}): "
+          f"BETA {beta}, REG_WEIGHT {cfg.TRAINER.MMRLpp.REG_WEIGHT}")
 
 
 # ---------------------------------------------------------------------------------------------
