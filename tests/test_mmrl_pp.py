@@ -317,6 +317,9 @@ def test_caches_equal_the_direct_path(trainer):
         model(x)
         model.learner.eval()
         after = model(x).class_logits
+        model.clear_eval_cache()
+        recomputed = model(x).class_logits
+    torch.testing.assert_close(after, recomputed, atol=0, rtol=0)
     assert not torch.allclose(after, results[0][-1], atol=1e-3)
 
 
@@ -376,6 +379,10 @@ def test_mmrl_and_mmrlpp_refuse_each_others_checkpoints(trainer, toy_root, tmp_p
         trainer.load_model(str(tmp_path / "mmrl"), epoch=1)
     with pytest.raises(RuntimeError, match="of trainer MMRLpp .*not MMRL: evaluate it with --trainer MMRLpp"):
         mmrl.load_model(str(tmp_path / "mmrlpp"), epoch=1)
+    os.makedirs(tmp_path / "ref" / "MultiModalPromptLearner")  # the reference layout, older folder name
+    torch.save(reference_checkpoint(trainer), tmp_path / "ref" / "MultiModalPromptLearner" / "model.pth.tar-5")
+    with pytest.raises(RuntimeError, match="of trainer MMRLpp .*not MMRL"):
+        mmrl.load_model(str(tmp_path / "ref"), epoch=5)
 
 
 # ---------------------------------------------------------------- protocols through the scripts, miniature data

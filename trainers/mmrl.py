@@ -47,7 +47,7 @@ LEARNER_NAME = "MultiModalRepresentationLearner"
 REFERENCE_FOLDERS = [LEARNER_NAME, "MultiModalPromptLearner"]
 
 # State-dict keys of the trainable tensors, as in the reference checkpoints (which also hold the frozen CLIP).
-LEARNED_KEY_PREFIXES = ("representation_learner.compound_rep_tokens", "image_encoder.proj_rep")
+LEARNED_KEY_PREFIXES = ("representation_learner.", "image_encoder.proj_rep")
 
 # MMRL and MMRL++ (trainers/mmrl_pp.py) save under the same folder name; a key only one of them
 # writes tells their checkpoints apart, so neither trainer loads the other's weights.
@@ -175,7 +175,7 @@ class MultiModalRepresentationLearner(nn.Module):
 
 def refuse_other_method(trainer_name):
     """A ``check`` for ``load_adapted_model``: one clear error for the other method's checkpoint."""
-    def check(state_dict, path):
+    def check(name, state_dict, path):
         for other, marker in CHECKPOINT_MARKERS.items():
             if other != trainer_name and any(k.startswith(marker) for k in state_dict):
                 raise RuntimeError(f'"{path}" is a checkpoint of trainer {other} (keys {marker}*), not {trainer_name}: '

@@ -29,8 +29,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
     reference code's older names). ``rename``: optional function mapping a loaded key to ours.
     ``keep``: optional predicate on a (renamed) key; keys it rejects are dropped, e.g. the frozen
     backbone stored in a reference code's whole-model checkpoint.
-    ``check``: optional function ``(state_dict, path)`` called on the checkpoint as stored, before
-    anything is dropped; it raises for a checkpoint that must not load (e.g. another method's).
+    ``check``: optional function ``(name, state_dict, path)`` run on the kept tensors before loading,
+    to reject a checkpoint of another configuration with a message that says which and why.
     Every key we keep must load: unexpected or missing trainable tensors raise an error.
     """
     if not directory:
@@ -42,8 +42,6 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
         path, _ = _find_model_file(directory, folders, model_file)
         checkpoint = load_checkpoint(path)
         state_dict = dict(checkpoint["state_dict"])
-        if check is not None:
-            check(state_dict, path)
         for key in drop_keys:
             state_dict.pop(key, None)
         if rename is not None:
@@ -51,6 +49,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
         if keep is not None:
             state_dict = {k: v for k, v in state_dict.items() if keep(k)}
         model = trainer._models[name]
+        if check is not None:
+            check(name, state_dict, path)
         print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         trainable = {k for k, p in model.named_parameters() if p.requires_grad}
