@@ -47,6 +47,12 @@ def build(root, out, *opts, trainer="MMRLpp"):
         return build_trainer(cfg)
 
 
+@pytest.fixture
+def quick_env(monkeypatch):
+    """train.py's environment report shells out to pip and lscpu (~3 s a run); these tests do not read it."""
+    monkeypatch.setattr(train, "collect_env_info", lambda: "(environment report skipped in tests)")
+
+
 @pytest.fixture(scope="module")
 def trainer(toy_root, tmp_path_factory):
     """A test-tiny MMRL++ trainer, few-shot task (fused logits), β 0.9."""
@@ -75,7 +81,7 @@ def fresh_model(trainer, beta, seed=1, prompts=("a photo of a cat.", "x.", "a ph
 # ---------------------------------------------------------------- parameters and initialisation
 
 
-def test_vit_b16_parameter_count_and_keys(toy_root, tmp_path):
+def test_vit_b16_parameter_count_and_keys(toy_root, tmp_path, quick_env):
     out = str(tmp_path)
     t = run_train(toy_args(toy_root, out, "MODEL.BACKBONE.NAME", "ViT-B/16", flags=("--no-train",)))
     assert "Number of trainable parameters: 813,312\n" in read(osp.join(out, "log.txt"))
@@ -407,7 +413,7 @@ def run_scripts(env, *calls):
 
 
 @pytest.fixture
-def script_env(mini_root, tmp_path):
+def script_env(mini_root, tmp_path, quick_env):
     return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", OPTS=SCRIPT_OPTS,
                 RUN_QUEUE=str(tmp_path / "queue.txt"))
 
