@@ -8,7 +8,10 @@ Per-folder mode (output compatible with CoOp's parser)::
 Every non-hidden sub-folder of DIRECTORY (usually ``seed1``, ``seed2``, ...) must hold a
 ``log.txt``; the last ``* accuracy: X%`` line at or after the end signal (``Finish training``,
 or ``=> result`` with ``--test-log``) is that run's accuracy. The per-file lines and the
-summary are printed and also written to ``DIRECTORY/parse.txt``.
+summary are printed and also written, with any warnings, to ``DIRECTORY/.parse.txt`` (hidden, so
+that CoOp's own parser, which expects every visible entry to be a run folder, still works there).
+Only exact result lines count (``* accuracy: 91.8%`` on a line of its own); values that are not
+finite percentages in [0, 100] are rejected with a warning naming the file.
 
 Table mode (a project addition)::
 
@@ -18,7 +21,9 @@ Table mode (a project addition)::
 walks ROOT for the standard output layouts and prints, per trainer / config / shots:
 base-to-novel Base, New and HM per dataset with an Average row; cross-dataset transfer
 (ImageNet source, 10 targets, target average); domain generalisation (source, 4 ImageNet
-variants, target average). Unfinished or missing runs are marked ``--`` and listed.
+variants, target average). Only finished runs count (``finished.json``, see harness/run.py; or,
+for folders written without a run record, a log with its final result); unfinished, stale or
+missing runs are marked ``--`` and listed.
 """
 
 import argparse
@@ -34,8 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.run import RunError, read_record, run_state, stale_model
+
 LOG_NAME = "log.txt"
-PARSE_FILE_NAME = "parse.txt"
+PARSE_FILE_NAME = ".parse.txt"
 TRAIN_END_SIGNALS = ("Finish training", "Finished training")  # Dassl < 0.6.1 printed the latter
 TEST_END_SIGNALS = ("=> result",)
 PUBLISHED_FILE = Path(__file__).resolve().parent / "results" / "published.json"
@@ -56,6 +63,7 @@ CONFIG_SHOTS_FOLDER = re.compile(r"^(.+)_(\d+)shots$")
 MISSING = "--"
 INCOMPLETE_MARK = "*"
 UNVERIFIED_MARK = "?"
+MISMATCH_MARK = "†"
 
 
 class ParseError(Exception):
@@ -66,8 +74,12 @@ class NothingFoundError(ParseError, AssertionError):
     """No accuracy was found in a folder (upstream raised a bare AssertionError)."""
 
 
+WARNINGS = []  # this invocation's warnings, also written to the summary file
+
+
 def warn(message):
-    """Print a warning line on stderr."""
+    """Print a warning line on stderr (and keep it for the summary file)."""
+    WARNINGS.append(f"warning: {message}")
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -76,8 +88,11 @@ def warn(message):
 # ---------------------------------------------------------------------------
 
 def accuracy_regex(keyword):
-    """Regex for evaluator lines such as ``* accuracy: 91.8%``."""
-    return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    """A whole evaluator line such as ``* accuracy: 91.8%`` (the value is checked separately)."""
+    return re.compile(rf"^\* {re.escape(keyword)}: (\S+)%$")
+
+
+PERCENTAGE = re.compile(r"^\d+(\.\d+)?$")
 
 
 @dataclass
@@ -89,7 +104,10 @@ class LogScan:
 
 
 def scan_log(log_path, end_signals, keyword="accuracy"):
-    """Find the last ``* keyword: X%`` value at or after the first end-signal line."""
+    """Find the last valid ``* keyword: X%`` line at or after the first end-signal line.
+
+    A result line whose value is not a plain percentage in [0, 100] is ignored with a warning.
+    """
     pattern = accuracy_regex(keyword)
     signal_seen = False
     value = None
@@ -100,18 +118,18 @@ def scan_log(log_path, end_signals, keyword="accuracy"):
                 signal_seen = True
             if not signal_seen:
                 continue
-            match = pattern.search(line)
+            match = pattern.match(line)
             if match:
-                value = parse_number(match.group(1), value)
+                value = checked_percentage(match.group(1), log_path, line, value)
     return LogScan(signal_seen, value)
 
 
-def parse_number(text, fallback):
-    """Convert a matched number, keeping the previous value if it is malformed."""
-    try:
+def checked_percentage(text, log_path, line, fallback):
+    """The value of a result line, or ``fallback`` (with a warning) if it is not a percentage."""
+    if PERCENTAGE.match(text) and 0.0 <= float(text) <= 100.0:
         return float(text)
-    except ValueError:
-        return fallback
+    warn(f"ignoring '{line}' in {log_path}: not a percentage in [0, 100]")
+    return fallback
 
 
 def read_accuracy(log_path, end_signals=TRAIN_END_SIGNALS, keyword="accuracy"):
@@ -201,17 +219,17 @@ def upstream_report(directory, test_log=False, multi_exp=False, keyword="accurac
 
 
 def save_parse_file(directory, lines):
-    """Write the report to ``DIRECTORY/parse.txt`` (the only file this script writes)."""
+    """Write the report and its warnings to ``DIRECTORY/.parse.txt`` (the only file this script writes)."""
     path = os.path.join(directory, PARSE_FILE_NAME)
     try:
         with open(path, "w", encoding="utf-8") as parse_file:
-            parse_file.write("\n".join(lines) + "\n")
+            parse_file.write("\n".join(WARNINGS + lines) + "\n")
     except OSError as error:
         warn(f"could not write {path}: {error}")
 
 
 def run_upstream_mode(args):
-    """Print the per-folder report and save it to parse.txt."""
+    """Print the per-folder report and save it to .parse.txt."""
     lines = upstream_report(args.directory, args.test_log, args.multi_exp, args.keyword, args.ci95)
     print("\n".join(lines))
     if not args.no_parse_file:
@@ -257,6 +275,7 @@ class SeedRun:
     folder: Path
     accuracy: float | None = None
     problem: str | None = None  # why there is no accuracy
+    backbone: str | None = None  # MODEL.BACKBONE.NAME from the run record, when there is one
 
 
 @dataclass
@@ -287,6 +306,10 @@ class RunGroup:
     def expected_seeds(self):
         """Seeds seen anywhere in the group: every cell should have all of them."""
         return sorted({seed for cell in self.cells.values() for seed in cell.runs})
+
+    def backbones(self):
+        """Backbones recorded by the group's runs (runs without a record say nothing)."""
+        return sorted({run.backbone for cell in self.cells.values() for run in cell.runs.values() if run.backbone})
 
 
 def sort_datasets(names):
@@ -361,8 +384,20 @@ def end_signals_for(side):
 
 
 def read_seed_run(seed, folder, end_signals, keyword):
-    """Read one seed folder's ``log.txt``."""
+    """Read one seed folder: its run state (harness/run.py), then its ``log.txt``."""
     run = SeedRun(seed, folder)
+    try:
+        state = run_state(str(folder))
+        stale = stale_model(str(folder))
+    except RunError as error:
+        run.problem = str(error)
+        return run
+    if state == "unfinished":
+        run.problem = "unfinished (no finished.json): resume it"
+        return run
+    if stale:
+        run.problem = f"stale: {stale}"
+        return run
     log_path = folder / LOG_NAME
     if not log_path.is_file():
         run.problem = f"no {LOG_NAME}"
@@ -372,6 +407,8 @@ def read_seed_run(seed, folder, end_signals, keyword):
         run.problem = log_problem(scan, end_signals, keyword)
     if run.problem and sorted(folder.glob(LOG_NAME + "-*")):
         run.problem += f" (a re-run log {LOG_NAME}-<time> exists but is not read)"
+    record = read_record(str(folder)) or {}
+    run.backbone = record.get("identity", {}).get("MODEL.BACKBONE.NAME")
     return run
 
 
@@ -423,6 +460,7 @@ class Metric:
     expected: int | None = None
     published: float | None = None
     published_unverified: bool = False
+    published_mismatch: bool = False  # the published setting (backbone, shots) is not this run's
     partial: bool = False  # derived from incomplete inputs (HM of a partial cell, flagged average)
 
     @property
@@ -498,13 +536,34 @@ def attach_published(row, entry):
 
 @dataclass
 class Comparison:
-    """The published numbers of one method (``--compare``)."""
+    """The published numbers of one method (``--compare``) and the setting they were obtained in."""
 
     method: str
     numbers: dict
+    setting: dict = field(default_factory=lambda: dict(DEFAULT_PUBLISHED_SETTING))
 
     def entry(self, protocol, dataset):
         return self.numbers.get(protocol, {}).get(dataset)
+
+    def subset_average(self, protocol, datasets):
+        """The published average over exactly ``datasets``: the mean per metric (HM of the mean Base
+        and mean New for base-to-novel), or None when a dataset has no published entry."""
+        entries = [self.entry(protocol, name) for name in datasets]
+        if not entries or any(entry is None for entry in entries):
+            return None
+        names = ("base", "new") if protocol == "base2new" else ("acc",)
+        if any(entry.get(name) is None for entry in entries for name in names):
+            return None
+        # Rounded as the papers round their averages (two decimals, then HM of the rounded means).
+        average = {name: float(round_half_up(float(np.mean([entry[name] for entry in entries])))) for name in names}
+        if protocol == "base2new":
+            average["hm"] = float(round_half_up(harmonic_mean(average["base"], average["new"])))
+        average["unverified"] = any(entry.get("unverified", False) for entry in entries)
+        return average
+
+
+# What the published numbers are, unless published.json says otherwise (its "setting").
+DEFAULT_PUBLISHED_SETTING = {"backbone": "ViT-B/16", "shots": 16}
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +585,7 @@ def base2new_table(group, comparison=None):
     label = average_label(included, rows, BASE2NEW_DATASETS)
     rows.append(Row(label, "average", base2new_average(included, partial=label != "Average")))
     table = Table("base2new", group.key, rows, metric_names=("base", "new", "hm"))
-    add_comparison(table, comparison, "base2new")
+    add_comparison(table, comparison, "base2new", included, group)
     table.notes = (average_notes(table, included, BASE2NEW_DATASETS)
                    + run_notes(group, rows, ("base", "new")) + table.notes)
     return table
@@ -564,7 +623,7 @@ def transfer_table(group, protocol, targets, canonical_targets, comparison):
     means = [row.metric("acc").mean for row in included]
     average = Row(label, "average", [average_metric("acc", means, partial=label != "Average")])
     table = Table(protocol, group.key, [source] + target_rows + [average])
-    add_comparison(table, comparison, protocol)
+    add_comparison(table, comparison, protocol, included, group)
     cells = [("source", SOURCE_DATASET)] + [("target", name) for name in targets]
     table.notes = (average_notes(table, included, canonical_targets, target_rows)
                    + cell_problem_notes(group, cells) + table.notes)
@@ -645,16 +704,64 @@ def plural(count, noun):
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def add_comparison(table, comparison, protocol):
-    """Attach the published numbers of ``--compare`` and their notes."""
+def add_comparison(table, comparison, protocol, included=None, group=None):
+    """Attach the published numbers of ``--compare`` and their notes.
+
+    The Average row is compared with the published average over exactly the datasets it averages
+    (``included``); published numbers from another setting (backbone, shots) are marked.
+    """
     if comparison is None:
         return
+    covered = [row.dataset for row in included] if included is not None else None
+    canonical = BASE2NEW_DATASETS if protocol == "base2new" else (
+        DG_TARGETS if protocol == "domain_generalization" else CROSS_DATASET_TARGETS)
     for row in table.rows:
-        attach_published(row, comparison.entry(protocol, row.dataset))
+        if row.dataset == "average" and covered is not None and set(covered) != set(canonical):
+            attach_subset_average(table, row, comparison, protocol, covered)
+        else:
+            attach_published(row, comparison.entry(protocol, row.dataset))
     for row in table.rows:
         entry = comparison.entry(protocol, row.dataset) or {}
-        if entry.get("note"):
+        if entry.get("note") and row.dataset != "average":
             table.notes.append(f"{comparison.method} published, {row.dataset}: {entry['note']}")
+    mark_setting_mismatch(table, comparison, group)
+
+
+def attach_subset_average(table, row, comparison, protocol, covered):
+    """Published average over the datasets of the table's own average (with a note saying so)."""
+    average = comparison.subset_average(protocol, covered) if covered else None
+    full = comparison.entry(protocol, "average") or {}
+    full_text = " / ".join(f"{full[name]:.2f}" for name in ("base", "new", "hm", "acc") if name in full)
+    if average is None:
+        table.notes.append(f"{comparison.method} published: no per-dataset numbers for all of "
+                           f"{', '.join(covered) or 'these datasets'}, so no average to compare with"
+                           + (f" (its {len(BASE2NEW_DATASETS) if protocol == 'base2new' else 'full'}-dataset "
+                              f"average is {full_text})" if full_text else ""))
+        return
+    attach_published(row, average)
+    table.notes.append(f"{comparison.method} published average over the {plural(len(covered), 'dataset')} run "
+                       f"here ({', '.join(covered)}), from its per-dataset numbers"
+                       + (f"; its average over all datasets is {full_text}" if full_text else ""))
+
+
+def mark_setting_mismatch(table, comparison, group):
+    """Mark the published numbers when these runs use another shot count or backbone."""
+    if group is None:
+        return
+    differences = []
+    shots = comparison.setting.get("shots")
+    if shots is not None and group.key.shots is not None and group.key.shots != shots:
+        differences.append(f"{group.key.shots} shots (published: {shots})")
+    backbone = comparison.setting.get("backbone")
+    others = [name for name in group.backbones() if name != backbone]
+    if backbone and others:
+        differences.append(f"backbone {', '.join(others)} (published: {backbone})")
+    if not differences:
+        return
+    for row in table.rows:
+        for metric in row.metrics:
+            metric.published_mismatch = metric.published is not None
+    table.notes.append(f"{MISMATCH_MARK} not comparable: these runs use {' and '.join(differences)}")
 
 
 def build_tables(groups, comparison=None):
@@ -674,12 +781,18 @@ def build_tables(groups, comparison=None):
 # ---------------------------------------------------------------------------
 
 def load_published(path=PUBLISHED_FILE):
-    """The ``methods`` mapping of the published-numbers file."""
+    """The ``methods`` mapping of the published-numbers file; each method's entry gets the file's
+    ``setting`` (backbone, shots) unless it has its own."""
     try:
         with open(path, encoding="utf-8") as published_file:
-            return json.load(published_file)["methods"]
+            content = json.load(published_file)
+        methods = content["methods"]
     except (OSError, ValueError, KeyError) as error:
         raise ParseError(f"cannot read published numbers from {path}: {error}") from error
+    setting = content.get("setting", DEFAULT_PUBLISHED_SETTING)
+    for numbers in methods.values():
+        numbers.setdefault("setting", setting)
+    return methods
 
 
 def normalise_name(name):
@@ -693,7 +806,7 @@ def find_method(published, name):
     for method, numbers in published.items():
         names = [method] + list(numbers.get("aliases", []))
         if wanted in {normalise_name(candidate) for candidate in names}:
-            return Comparison(method, numbers)
+            return Comparison(method, numbers, dict(numbers.get("setting", DEFAULT_PUBLISHED_SETTING)))
     available = ", ".join(sorted(published, key=str.lower))
     raise ParseError(f"unknown method '{name}' for --compare; available: {available}")
 
@@ -728,7 +841,8 @@ def format_seeds(metric):
 def format_published(metric):
     if metric.published is None:
         return MISSING
-    return f"{metric.published:.2f}" + (UNVERIFIED_MARK if metric.published_unverified else "")
+    return (f"{metric.published:.2f}" + (UNVERIFIED_MARK if metric.published_unverified else "")
+            + (MISMATCH_MARK if metric.published_mismatch else ""))
 
 
 def format_difference(metric):
@@ -827,7 +941,8 @@ def markdown_note(note):
 
 CSV_COLUMNS = (
     "protocol", "trainer", "config", "shots", "dataset", "metric", "mean", "std", "seeds",
-    "expected_seeds", "complete", "published_method", "published", "published_unverified", "diff",
+    "expected_seeds", "complete", "published_method", "published", "published_unverified",
+    "published_setting_mismatch", "diff",
 )
 
 
@@ -861,6 +976,7 @@ def csv_record(table, row, metric, comparison):
         "published_method": comparison.method if comparison else "",
         "published": "" if metric.published is None else f"{metric.published:.2f}",
         "published_unverified": int(metric.published_unverified) if metric.published is not None else "",
+        "published_setting_mismatch": int(metric.published_mismatch) if metric.published is not None else "",
         "diff": "" if difference is None else str(difference),
     }
 

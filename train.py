@@ -13,7 +13,10 @@ import datasets  # noqa: F401  (registers the dataset readers)
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import TRUST_ENV_VAR, collect_env_info, set_random_seed, setup_logger
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from harness.fileio import WriteError
+from harness.run import Run, RunError, command_line
+from harness.safe_load import TRUST_ENV_VAR, CheckpointError
 from trainers.config import apply_dataset_overrides, extend_cfg
 
 
@@ -123,29 +126,49 @@ def _check_names(cfg):
             raise ConfigError(f'Unknown {where} "{value}"; choose one of: {choices}')
 
 
-def main(args):
+def run_kind(args):
+    """``train``, ``test`` (eval-only) or ``build`` (``--no-train``: nothing is recorded)."""
+    if args.eval_only:
+        return "test"
+    return "build" if args.no_train else "train"
+
+
+def main(args, argv=None):
     if args.trust_checkpoint:
         os.environ[TRUST_ENV_VAR] = "1"
     cfg = setup_cfg(args)
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    command = command_line(sys.argv[1:] if argv is None else argv)
+    with Run(cfg, run_kind(args), command, model_dir=args.model_dir, load_epoch=args.load_epoch,
+             discard_old=args.discard_old_run) as run:
+        if run.already_finished is not None:
+            result = run.already_finished.get("result") or {}
+            shown = f" (accuracy {result['accuracy']:.1f}%)" if "accuracy" in result else ""
+            print(f"This run already finished in {run.directory}{shown}: nothing to do "
+                  "(--discard-old-run runs it again)")
+            return None
+        if cfg.SEED >= 0:
+            print(f"Setting fixed seed: {cfg.SEED}")
+            set_random_seed(cfg.SEED)
+        setup_logger(cfg.OUTPUT_DIR)
+        for note in run.notes:
+            print(note)
+        if torch.cuda.is_available() and cfg.USE_CUDA:
+            torch.backends.cudnn.benchmark = True
 
-    print_args(args, cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info()}\n")
+        print_args(args, cfg)
+        print("Collecting env info ...")
+        print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
+        trainer = build_trainer(cfg)
+        run.record_split(trainer.dm.dataset)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            run.finish(trainer.test())
+            return trainer
+        if not args.no_train:
+            trainer.train()
+            run.finish(getattr(trainer, "final_result", None))  # upstream Dassl does not keep it
         return trainer
-    if not args.no_train:
-        trainer.train()
-    return trainer
 
 
 def build_parser():
@@ -168,6 +191,8 @@ def build_parser():
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow loading checkpoints that need full unpickling (e.g. written by upstream Dassl)")
+    parser.add_argument("--discard-old-run", action="store_true",
+                        help="move an existing run in --output-dir aside (to .<name>.discarded-<time>) and start anew")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line")
     return parser
@@ -177,7 +202,7 @@ def run(argv):
     """``main`` on an argument list, in this process; the log tee is closed and stdout restored."""
     saved = sys.stdout
     try:
-        return main(build_parser().parse_args(argv))
+        return main(build_parser().parse_args(argv), argv)
     finally:
         if sys.stdout is not saved:
             sys.stdout.close()
@@ -187,8 +212,8 @@ def run(argv):
 def cli(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        main(args)
-    except (ConfigError, FileNotFoundError) as e:
+        main(args, argv)
+    except (ConfigError, RunError, CheckpointError, WriteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -3,8 +3,10 @@
 #
 # Environment: DATA (data root, default "data"), OUTPUT (default "output"), GPU (sets
 # CUDA_VISIBLE_DEVICES), OPTS (extra "KEY VALUE" overrides), SHOTS (default 16), PYTHON.
-# A finished run (its log has the result block) is skipped; an unfinished one resumes from its
-# last checkpoint, and its old log is kept as log.txt-unfinished-<time> (logs are never overwritten).
+# A finished run (its finished.json, or a result log written without a run record) is skipped; an
+# unfinished one resumes exactly from its last epoch (train.py keeps its old log as
+# log.txt-unfinished-<time>; logs are never overwritten). A test step refuses a training run that has
+# not finished. train.py refuses a folder whose recorded config differs (see harness/run.py).
 # With RUN_QUEUE=FILE, each train.py command line is appended to FILE instead of run;
 # `python scripts/run_queue.py FILE` then runs the queue in one process (imports paid once).
 set -euo pipefail
@@ -21,30 +23,31 @@ B2N_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food1
 XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 
-# run_finished DIR train|test: true if DIR/log.txt holds a result block (after "Finish training" for train).
-run_finished() {
-    local log="$1/log.txt" mode="$2"
-    [ -f "$log" ] || return 1
-    if [ "$mode" = train ]; then
-        awk '/^Finish(ed)? training/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
-    else
-        awk '/^=> result/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
-    fi
+# run_state DIR: finished, unfinished, legacy (a result log without a run record), foreign or new.
+run_state() {
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m harness.run state "$1"
 }
 
-# prepare_run DIR MODE: returns 1 (skip) if finished; keeps an unfinished log under a new name.
+# prepare_run DIR: returns 1 (skip) if the run in DIR finished.
 prepare_run() {
-    local dir="$1" mode="$2"
-    if run_finished "$dir" "$mode"; then
-        echo "The results exist at $dir (finished, so skip this job)"
-        return 1
-    fi
-    if [ -f "$dir/log.txt" ]; then
-        local kept="$dir/log.txt-unfinished-$(date +%Y-%m-%d-%H-%M-%S)"
-        mv "$dir/log.txt" "$kept"
-        echo "Resuming the unfinished run at $dir (previous log kept as $kept)"
-    fi
+    local dir="$1"
+    case "$(run_state "$dir")" in
+        finished|legacy)
+            echo "The results exist at $dir (finished, so skip this job)"
+            return 1 ;;
+        unfinished)
+            echo "Resuming the unfinished run at $dir" ;;
+    esac
     return 0
+}
+
+# require_trained MODEL_DIR: fail unless the training run in MODEL_DIR finished.
+require_trained() {
+    case "$(run_state "$1")" in
+        finished|legacy) return 0 ;;
+        *) echo "error: training of $1 is not finished: run (or resume) its training step first" >&2
+           return 1 ;;
+    esac
 }
 
 # latest_epoch MODEL_DIR: the epoch of the newest checkpoint (from the "checkpoint" pointer file).
@@ -82,7 +85,7 @@ train_py() {
 train_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5"
     shift 5
-    prepare_run "$dir" train || return 0
+    prepare_run "$dir" || return 0
     # shellcheck disable=SC2086
     train_py --root "$DATA" --seed "$seed" --trainer "$trainer" \
         --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
@@ -94,7 +97,8 @@ train_run() {
 test_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5" model_dir="$6" loadep="$7"
     shift 7
-    prepare_run "$dir" test || return 0
+    prepare_run "$dir" || return 0
+    require_trained "$model_dir"
     if [ -z "$loadep" ]; then loadep=$(default_loadep "$model_dir"); fi
     # LOADEP "best": no --load-epoch, so model-best.pth.tar is loaded (configs with TEST.FINAL_MODEL best_val).
     local load_epoch=(--load-epoch "$loadep")

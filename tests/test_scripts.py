@@ -1,4 +1,5 @@
 """scripts/common.sh and run_queue.py: output layout, skip finished, resume unfinished, queued runs."""
+import json
 import os
 import os.path as osp
 import shlex
@@ -46,20 +47,37 @@ def test_queue_mode_writes_the_command_with_the_standard_layout(env):
     assert not osp.exists(train_dir(env))  # queued, not run
 
 
-def test_finished_runs_are_skipped_and_unfinished_ones_resume_keeping_the_log(env):
-    finished, unfinished = train_dir(env, 1), train_dir(env, 2)
-    os.makedirs(finished)
-    os.makedirs(unfinished)
-    with open(osp.join(finished, "log.txt"), "w") as f:
-        f.write("Finish training\nDeploy the last-epoch model\n=> result\n* accuracy: 50.0%\n")
-    with open(osp.join(unfinished, "log.txt"), "w") as f:
-        f.write("epoch [1/5] batch [1/6] ...\n* accuracy: 10.0%\n")  # a val result, no Finish training
+def write_record(folder, finished):
+    """A run record as train.py writes it (harness.run), with or without its finished marker."""
+    os.makedirs(folder, exist_ok=True)
+    with open(osp.join(folder, "run.json"), "w") as f:
+        json.dump({"run_id": "r1", "kind": "train", "config_hash": "abc", "command": "python train.py ..."}, f)
+    if finished:
+        with open(osp.join(folder, "finished.json"), "w") as f:
+            json.dump({"run_id": "r1", "config_hash": "abc", "result": {"accuracy": 50.0}}, f)
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_resume(env):
+    finished, unfinished, legacy = train_dir(env, 1), train_dir(env, 2), train_dir(env, 3)
+    write_record(finished, finished=True)
+    write_record(unfinished, finished=False)
+    os.makedirs(legacy)  # written by an older version: no run record, but a finished training log
+    with open(osp.join(legacy, "log.txt"), "w") as f:
+        f.write("epoch [5/5] batch [1/6] ...\nFinish training\nDeploy the last-epoch model\n=> result\n"
+                "* accuracy: 50.0%\n")
     open(env["RUN_QUEUE"], "w").close()
     assert "finished, so skip" in script("mma/base2new_train.sh", "caltech101", 1, env=env).stdout
     assert "Resuming the unfinished run" in script("mma/base2new_train.sh", "caltech101", 2, env=env).stdout
+    assert "finished, so skip" in script("mma/base2new_train.sh", "caltech101", 3, env=env).stdout
     assert [a[a.index("--output-dir") + 1] for a in queued(env)] == [unfinished]
-    kept = [f for f in os.listdir(unfinished) if f.startswith("log.txt-unfinished-")]
-    assert len(kept) == 1 and not osp.exists(osp.join(unfinished, "log.txt"))
+
+
+def test_test_step_refuses_an_unfinished_training_run(env):
+    write_record(train_dir(env), finished=False)
+    open(env["RUN_QUEUE"], "w").close()
+    proc = script("mma/base2new_test.sh", "caltech101", 1, env=env)
+    assert proc.returncode != 0 and "training of" in proc.stderr and "is not finished" in proc.stderr
+    assert queued(env) == []
 
 
 def test_queued_train_then_test_run_in_one_process(env):
@@ -82,6 +100,7 @@ def test_queued_train_then_test_run_in_one_process(env):
 
 def test_test_step_loads_model_best_if_saved_else_the_newest_epoch(env):
     trained = train_dir(env)
+    write_record(trained, finished=True)
     os.makedirs(osp.join(trained, "adapter_learner"))
     with open(osp.join(trained, "adapter_learner", "checkpoint"), "w") as f:
         f.write("model.pth.tar-3\n")

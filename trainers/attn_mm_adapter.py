@@ -327,6 +327,7 @@ class AttnMMAdapter(TrainerX):
         self.optim = build_optimizer(adapter, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
+        self.epochs_without_improvement = 0  # early stopping (PATIENCE); part of the resume state
 
     # --- features: cached, or computed from the images of the batch -------------------------
 
@@ -375,10 +376,7 @@ class AttnMMAdapter(TrainerX):
         return {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
 
     def before_train(self):
-        super().before_train()
-        self.epochs_without_improvement = 0
-        self.best_epoch = None
-        self.stop_early = False
+        super().before_train()  # resumes an interrupted run, early-stopping counter included
         if not self.cfg.TRAINER.ATTN_MM_ADAPTER.CACHE_FEATURES:
             print("Feature cache off (CACHE_FEATURES False): images are encoded at every step")
             return
@@ -399,17 +397,6 @@ class AttnMMAdapter(TrainerX):
             self.val_loader = feature_loader_like(self.val_loader, cache)
             print(f"Validating on cached image features ({len(cache):,} images, encoded once)")
 
-    def train(self):
-        """The engine's epoch loop (``TrainerBase.train``), left early when ``stop_early`` is set."""
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-            if self.stop_early:
-                break
-        self.after_train()
-
     def after_epoch(self):
         """The engine's val evaluation and checkpoints, then the early-stopping check (PATIENCE)."""
         best_before = self.best_result
@@ -418,16 +405,21 @@ class AttnMMAdapter(TrainerX):
         if patience <= 0:
             return
         if self.best_result > best_before:  # strict improvement: model-best.pth.tar was written
-            self.best_epoch = self.epoch + 1
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
         last_epoch = (self.epoch + 1) == self.max_epoch
         if self.epochs_without_improvement >= patience and not last_epoch:
             print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last {patience} "
-                  f"epoch(s) (best {self.best_result:.1f}% after epoch {self.best_epoch})")
+                  f"epoch(s) (best {self.best_result:.1f}% after epoch {getattr(self, 'best_epoch', '?')})")
             self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
-            self.stop_early = True
+            self.stop_training = True  # the engine's epoch loop ends here
+
+    def extra_resume_state(self):
+        return {"epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_extra_resume_state(self, state):
+        self.epochs_without_improvement = state["epochs_without_improvement"]
 
     def load_model(self, directory, epoch=None):
         # The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.

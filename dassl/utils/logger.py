@@ -33,6 +33,8 @@ class Logger:
         self.console.write(msg)
         if self.file is not None:
             self.file.write(msg)
+            if "\n" in msg:  # every finished line reaches the OS: a killed run keeps its log
+                self.file.flush()
 
     def flush(self):
         self.console.flush()

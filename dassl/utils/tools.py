@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from harness.fileio import atomic_write  # one implementation, shared with the project's own modules
+
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "set_random_seed",
     "download_url", "read_image", "collect_env_info", "listdir_nohidden",
@@ -47,33 +49,6 @@ def write_json(obj, fpath):
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
     with atomic_write(fpath, "w") as f:
         json.dump(obj, f, indent=4, separators=(",", ": "))
-
-
-class atomic_write:
-    """Context manager: write to ``path.tmp-<pid>`` then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact instead of a truncated one.
-    """
-
-    def __init__(self, path, mode="wb"):
-        self.path = path
-        self.mode = mode
-        self.tmp = f"{path}.tmp-{os.getpid()}"
-
-    def __enter__(self):
-        self.f = open(self.tmp, self.mode)
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif osp.exists(self.tmp):
-            os.remove(self.tmp)
-        return False
 
 
 def set_random_seed(seed):

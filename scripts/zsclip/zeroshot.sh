@@ -7,7 +7,7 @@ DATASET=$1
 CFG=${2:-vit_b16}
 SUBSAMPLE=${3:-all}
 DIR="$OUTPUT/zeroshot/$DATASET/ZeroshotCLIP/${CFG}_${SUBSAMPLE}"
-prepare_run "$DIR" test || exit 0
+prepare_run "$DIR" || exit 0
 # shellcheck disable=SC2086
 train_py --root "$DATA" --trainer ZeroshotCLIP \
     --dataset-config-file "$REPO/configs/datasets/$DATASET.yaml" \

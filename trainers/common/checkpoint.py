@@ -34,7 +34,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
     Every key we keep must load: unexpected or missing trainable tensors raise an error.
     """
     if not directory:
-        print("Note that load_model() is skipped as no pretrained model is given")
+        print("Note that load_model() is skipped as no pretrained model is given "
+              "(ignore this if it's done on purpose)")
         return
     model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
     for name in trainer.get_model_names():
