@@ -10,5 +10,6 @@ from . import attn_mm_adapter
 from . import coop
 from . import cocoop
 from . import maple
+from . import mmrl_pp
 
-TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple]
+TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple, mmrl_pp]

@@ -10,7 +10,7 @@ def extend_cfg(cfg):
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
-    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL)
+    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
 
     for module in TRAINER_MODULES:
         add_config = getattr(module, "add_config", None)
