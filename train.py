@@ -94,6 +94,7 @@ def setup_cfg(args):
         except KeyError as e:
             raise _bad_key_error(cfg, str(e.args[0]), path) from None
     reset_cfg(cfg, args)
+    _task_from_opts(cfg, args.opts)
     apply_dataset_overrides(cfg)
     if len(args.opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number: {args.opts}")
@@ -106,6 +107,13 @@ def setup_cfg(args):
     _check_names(cfg)
     cfg.freeze()
     return cfg
+
+
+def _task_from_opts(cfg, opts):
+    """A ``TASK`` given in the overrides counts already for the per-dataset tables (MMRL++'s depend on it)."""
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key == "TASK":
+            cfg.TASK = value
 
 
 def _check_names(cfg):

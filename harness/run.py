@@ -54,8 +54,10 @@ RESULT_NEUTRAL_KEYS = {
 }
 # The trainers' speed switches, which give the same numbers on and off (each has an equivalence test).
 SPEED_SWITCHES = re.compile(r"^TRAINER\.[^.]+\.(CACHE_\w+|TRUNCATE_TEXT|SHARE_LOWER_LAYERS)$")
-# Keys of a trainer node that an evaluation may set differently from its training run.
-EVAL_MAY_DIFFER = re.compile(r"^TRAINER\.[^.]+\.PREC$")
+# Keys of a trainer node that an evaluation may set differently from its training run: the precision;
+# the regularisation weight λ, which only the training loss reads; MMRL++'s β, which the reference takes
+# from the evaluated dataset's table entry (a cross-dataset target's, mmrl_pp.md §9 #4).
+EVAL_MAY_DIFFER = re.compile(r"^TRAINER\.[^.]+\.(PREC|REG_WEIGHT)$|^TRAINER\.MMRLpp\.BETA$")
 
 
 class RunError(Exception):

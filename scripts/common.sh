@@ -144,6 +144,13 @@ xd_test() {  # xd_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (all c
         "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" "$loadep" "$@"
 }
 
+few_shot_train() {  # few_shot_train TRAINER DATASET SEED SHOTS CFG [KEY VALUE ...]  (all classes; trains, then tests)
+    local trainer="$1" dataset="$2" seed="$3" shots="$4" cfg="$5"
+    shift 5
+    train_run "$trainer" "$dataset" "$cfg" "$seed" "$OUTPUT/few_shot/$dataset/shots_$shots/$trainer/$cfg/seed$seed" \
+        DATASET.NUM_SHOTS "$shots" "$@"
+}
+
 # The per-GPU drivers, through a method's own scripts (so its default configs apply).
 all_base2new() {  # all_base2new METHOD_SCRIPT_DIR GPU SEED: every dataset, train on base then test on new
     local here="$1" seed="$3" dataset

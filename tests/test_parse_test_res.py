@@ -502,13 +502,15 @@ def test_published_averages_follow_the_rules():
     """Per-dataset columns average to the published averages (except MMA's UCF101 typo)."""
     half_up = ptr.round_half_up
     for name, numbers in published_methods().items():
-        rows = [numbers["base2new"][dataset] for dataset in ptr.BASE2NEW_DATASETS]
-        average = numbers["base2new"]["average"]
-        base = sum(row["base"] for row in rows) / 11
-        new = sum(row.get("new_implied", row["new"]) for row in rows) / 11
-        assert float(half_up(base)) == average["base"], name
-        assert float(half_up(new)) == average["new"], name
-        assert float(half_up(ptr.harmonic_mean(average["base"], average["new"]))) == average["hm"], name
+        rows = [numbers["base2new"][dataset] for dataset in ptr.BASE2NEW_DATASETS if dataset in numbers["base2new"]]
+        average = numbers["base2new"].get("average")
+        if len(rows) == 11:  # partial tables (e.g. MMRL++'s) have nothing to average
+            base = sum(row["base"] for row in rows) / 11
+            new = sum(row.get("new_implied", row["new"]) for row in rows) / 11
+            assert float(half_up(base)) == average["base"], name
+            assert float(half_up(new)) == average["new"], name
+        if average is not None:
+            assert float(half_up(ptr.harmonic_mean(average["base"], average["new"]))) == average["hm"], name
         for protocol, targets in (("cross_dataset", ptr.CROSS_DATASET_TARGETS),
                                   ("domain_generalization", ptr.DG_TARGETS)):
             block = numbers.get(protocol, {})

@@ -1,5 +1,4 @@
 """Config keys the project adds to Dassl's default tree before any YAML is merged (``extend_cfg``)."""
-from yacs.config import CfgNode as CN
 
 __all__ = ["extend_cfg", "apply_dataset_overrides"]
 
@@ -11,19 +10,7 @@ def extend_cfg(cfg):
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
-    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL)
-
-    # CoOp/CoCoOp nodes, so that their YAMLs (e.g. the *_ctxv1 files) merge without errors.
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16
-    cfg.TRAINER.COOP.CSC = False
-    cfg.TRAINER.COOP.CTX_INIT = ""
-    cfg.TRAINER.COOP.PREC = "fp16"
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
+    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
 
     for module in TRAINER_MODULES:
         add_config = getattr(module, "add_config", None)

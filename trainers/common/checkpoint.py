@@ -8,9 +8,12 @@ nothing in a checkpoint is executed without ``--trust-checkpoint``.
 """
 import os.path as osp
 
+import torch
+
+from dassl.utils import load_pretrained_weights
 from harness.safe_load import CheckpointError, load_checkpoint_file
 
-__all__ = ["load_adapted_model", "find_reference_file", "load_reference_weights"]
+__all__ = ["load_adapted_model", "load_init_weights", "find_reference_file", "load_reference_weights"]
 
 
 def _find_model_file(directory, folder_names, model_file):
@@ -23,7 +26,8 @@ def _find_model_file(directory, folder_names, model_file):
     raise FileNotFoundError(f'Model not found at "{tried[0]}"' + (f" (also tried {tried[1:]})" if tried[1:] else ""))
 
 
-def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None, keep=None):
+def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_names=None, rename=None, keep=None,
+                       check=None):
     """Load ``directory/<name>/model.pth.tar-<epoch>`` (or ``model-best.pth.tar``) into each registered model.
 
     ``drop_keys``: state-dict keys that depend on the class list (deleted before loading).
@@ -31,6 +35,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
     reference code's older names). ``rename``: optional function mapping a loaded key to ours.
     ``keep``: optional predicate on a (renamed) key; keys it rejects are dropped, e.g. the frozen
     backbone stored in a reference code's whole-model checkpoint.
+    ``check``: optional function ``(name, state_dict, path)`` run on the kept tensors before loading,
+    to reject a checkpoint of another configuration with a message that says which and why.
     Every key we keep must load: unexpected or missing trainable tensors raise an error.
     """
     if not directory:
@@ -50,6 +56,8 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
         if keep is not None:
             state_dict = {k: v for k, v in state_dict.items() if keep(k)}
         model = trainer._models[name]
+        if check is not None:
+            check(name, state_dict, path)
         print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint["epoch"]})')
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
         trainable = {k for k, p in model.named_parameters() if p.requires_grad}
@@ -111,3 +119,14 @@ def load_reference_weights(trainer, path, name, prefix):
     model.load_state_dict(picked)
     epoch = checkpoint.get("epoch", "?")
     print(f'Loading weights to {name} from "{path}" (reference file, epoch = {epoch})')
+
+
+def load_init_weights(module, path, keep_buffers=()):
+    """``MODEL.INIT_WEIGHTS``: Dassl's name-and-shape matching load into ``module``, except that the
+    buffers named in ``keep_buffers`` (this run's class-dependent prompts) keep their values even
+    when a checkpoint of another class list happens to have the same shapes."""
+    kept = {name: getattr(module, name).clone() for name in keep_buffers}
+    load_pretrained_weights(module, path)
+    with torch.no_grad():
+        for name, value in kept.items():
+            getattr(module, name).copy_(value)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# MMRL++ base-to-novel, step 2: eval-only on the new classes with the base-trained weights (class logits only;
+# β of the dataset's B2N entry, as in training).
+#   bash scripts/mmrlpp/base2new_test.sh DATASET SEED [CFG] [LOADEP]
+# CFG as in base2new_train.sh; LOADEP defaults to the newest checkpoint of the training run.
+# Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/MMRLpp/CFG/seedSEED
+source "$(dirname "$0")/../common.sh"
+DATASET=$1
+SEED=$2
+if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16; fi
+b2n_test MMRLpp "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}" "${4:-}" TASK B2N
