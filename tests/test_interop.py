@@ -223,7 +223,8 @@ def crafted(marker):
 UNUSABLE = {
     "unmappable": ("has no folder named \"eurosat\"", lambda rec: ("/elsewhere/Forest_1.jpg",) + rec[1:]),
     "missing": ("listed file no longer exists: 2750x/", lambda rec: (rec[0].replace("2750", "2750x"),) + rec[1:]),
-    "not_in_split": ("is not in the current train split", lambda rec: (rec[0].rsplit("_", 1)[0] + "_9.jpg",) + rec[1:]),  # a test image
+    # image 9 of each class is a test image
+    "not_in_split": ("is not in the current train split", lambda rec: (rec[0].rsplit("_", 1)[0] + "_9.jpg",) + rec[1:]),
     "other_label": ("is cached as (", lambda rec: (rec[0], rec[1] + 1, rec[2])),
     "code": ("other objects than Datum records (builtins.exec)", None),
     "garbage": ("unreadable", None),

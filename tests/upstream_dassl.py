@@ -22,6 +22,7 @@ through ``train.run``, then probes that the view refuses project-only names. It 
 ``ok <trainer>`` / ``refused <probe>`` line each; ``tests/test_upstream_dassl.py`` runs it.
 """
 import builtins
+import functools
 import importlib
 import os
 import os.path as osp
@@ -121,10 +122,10 @@ def _caller_is_project(depth):
     return is_project_module(sys._getframe(depth + 1).f_globals.get("__name__"))
 
 
-def _project_class_names(cls, cache={}):  # noqa: B006  (a per-process cache)
-    if cls not in cache:
-        cache[cls] = {n for k in cls.__mro__ if is_project_module(k.__module__) for n in vars(k)}
-    return cache[cls]
+@functools.lru_cache(maxsize=None)
+def _project_class_names(cls):
+    """Names that project classes in ``cls``'s MRO define (a trainer's own methods and constants)."""
+    return frozenset(n for k in cls.__mro__ if is_project_module(k.__module__) for n in vars(k))
 
 
 def restricted_subclass(base, allowed):
@@ -134,8 +135,8 @@ def restricted_subclass(base, allowed):
     def __getattribute__(self, name):
         if name in allowed or name.startswith("__") or not _caller_is_project(1):
             return base.__getattribute__(self, name)
-        if name in _project_class_names(type(self)) or name in base.__getattribute__(self, "__dict__").get(
-                _PROJECT_SET, ()):
+        set_by_project = base.__getattribute__(self, "__dict__").get(_PROJECT_SET, ())
+        if name in _project_class_names(type(self)) or name in set_by_project:
             return base.__getattribute__(self, name)
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}' on upstream Dassl "
                              f"(not in upstream's {base.__name__})")

@@ -389,7 +389,8 @@ class AttnMMAdapter(TrainerX):
         encode = self.model.encode_images
         if self.trains_on_cached_features():
             items = self.dm.dataset.train_x
-            cache = compute_image_features(encode, sequential_loader(self.cfg, items, self.train_transform), self.device)
+            loader = sequential_loader(self.cfg, items, self.train_transform)
+            cache = compute_image_features(encode, loader, self.device)
             self.train_loader_x = feature_loader_like(self.train_loader_x, cache)
             print(f"Training on cached image features ({len(cache):,} images, encoded once)")
         elif self.cfg.INPUT.GAUSSIAN_NOISE_STD > 0:
