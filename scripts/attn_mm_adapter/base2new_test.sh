@@ -4,5 +4,4 @@
 # LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
 # Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/AttnMMAdapter/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
-CFG=${3:-vit_b16_paper}
-b2n_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-}"
+b2n_test AttnMMAdapter "$1" "$2" "${3:-}" "${4:-}"

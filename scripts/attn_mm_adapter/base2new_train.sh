@@ -5,4 +5,4 @@
 # Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/AttnMMAdapter/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
-b2n_train AttnMMAdapter "$1" "$2" "${3:-vit_b16_paper}"
+b2n_train AttnMMAdapter "$1" "$2" "${3:-}"

@@ -4,5 +4,4 @@
 # LOADEP defaults to "best" (model-best.pth.tar) for best-val configs, else to the newest checkpoint.
 # Output: $OUTPUT/evaluation/AttnMMAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
-CFG=${3:-vit_b16_paper}
-xd_test AttnMMAdapter "$1" "$2" "$CFG" "${4:-}"
+xd_test AttnMMAdapter "$1" "$2" "${3:-}" "${4:-}"

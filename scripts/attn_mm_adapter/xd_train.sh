@@ -3,4 +3,4 @@
 #   bash scripts/attn_mm_adapter/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_paper)
 # Output: $OUTPUT/imagenet/AttnMMAdapter/CFG_${SHOTS}shots/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_train AttnMMAdapter "$1" "${2:-vit_b16_paper}"
+xd_train AttnMMAdapter "$1" "${2:-}"

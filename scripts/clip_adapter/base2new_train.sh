@@ -4,7 +4,4 @@
 # CFG defaults to vit_b16 (vit_b16_ep50 for imagenet). Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/CLIP_Adapter/CFG/seedSEED
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_ep50; else DEFAULT_CFG=vit_b16; fi
-b2n_train CLIP_Adapter "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}"
+b2n_train CLIP_Adapter "$1" "$2" "${3:-}"

@@ -4,4 +4,4 @@
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/CLIP_Adapter/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_test CLIP_Adapter "$1" "$2" "${3:-vit_b16_ep50}" "${4:-}"
+xd_test CLIP_Adapter "$1" "$2" "${3:-}" "${4:-}"

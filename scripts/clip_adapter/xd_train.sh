@@ -3,4 +3,4 @@
 #   bash scripts/clip_adapter/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_ep50)
 # Output: $OUTPUT/imagenet/CLIP_Adapter/CFG_${SHOTS}shots/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_train CLIP_Adapter "$1" "${2:-vit_b16_ep50}"
+xd_train CLIP_Adapter "$1" "${2:-}"

@@ -5,7 +5,4 @@
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/MultiModalAdapter/CFG/seedSEED
 # (Unified project layout with a <cfg> level; the reference's MMA folders have none.)
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_ep5_imnet; else DEFAULT_CFG=vit_b16_ep5; fi
-b2n_train MultiModalAdapter "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}"
+b2n_train MultiModalAdapter "$1" "$2" "${3:-}"

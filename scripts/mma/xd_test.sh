@@ -4,4 +4,4 @@
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/MultiModalAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_test MultiModalAdapter "$1" "$2" "${3:-vit_b16_xd}" "${4:-}"
+xd_test MultiModalAdapter "$1" "$2" "${3:-}" "${4:-}"

@@ -3,4 +3,4 @@
 #   bash scripts/mma/xd_train.sh SEED [CFG]      (CFG defaults to vit_b16_xd)
 # Output: $OUTPUT/imagenet/MultiModalAdapter/CFG_${SHOTS}shots/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_train MultiModalAdapter "$1" "${2:-vit_b16_xd}"
+xd_train MultiModalAdapter "$1" "${2:-}"

@@ -6,4 +6,4 @@
 # REP_DIM 512 on the command line: EuroSAT's per-dataset 2048 could not load the ImageNet weights.
 # Output: $OUTPUT/evaluation/MMRL/CFG_${SHOTS}shots/DATASET/seedSEED
 source "$(dirname "$0")/../common.sh"
-xd_test MMRL "$1" "$2" "${3:-vit_b16_cross_datasets}" "${4:-}" TASK CD TRAINER.MMRL.REP_DIM 512 TRAINER.MMRL.REG_WEIGHT 0.2
+xd_test MMRL "$1" "$2" "${3:-}" "${4:-}"

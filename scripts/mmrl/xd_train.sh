@@ -5,4 +5,4 @@
 # Output: $OUTPUT/imagenet/MMRL/CFG_${SHOTS}shots/seedSEED
 # (Project layout; the reference writes under output/base2new/train_base/imagenet/...)
 source "$(dirname "$0")/../common.sh"
-xd_train MMRL "$1" "${2:-vit_b16_cross_datasets}" TASK CD TRAINER.MMRL.REG_WEIGHT 0.2
+xd_train MMRL "$1" "${2:-}"
