@@ -512,11 +512,12 @@ class LocalRunner:
         self.refresh(force=True)
         last_status = time.time()
         try:
+            self.dispatch()
             while self.active():
-                self.dispatch()
                 for event, _ in self.selector.select(timeout=1.0):
                     self.handle(event.data)
                 self.poll_elsewhere()
+                self.dispatch()
                 if time.time() - last_status > 10:
                     self.write_status()
                     last_status = time.time()

@@ -255,7 +255,10 @@ def main(argv=None):
     if argv[:1] == ["_slurm-task"]:  # a Slurm array task (harness/slurm.py)
         from harness.slurm import task_main
 
-        return task_main(argv[1], argv[2])
+        code = task_main(argv[1], argv[2])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the run is over: leave the allocation without the interpreter's slow teardown
     args = build_parser().parse_args(argv)
     try:
         return cmd_run(args) if args.command == "run" else cmd_status(args)
