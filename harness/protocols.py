@@ -118,10 +118,10 @@ def _same(cfg, **kwargs):
     return dict(base2new=Step(cfg, **kwargs), xd=Step(cfg, **kwargs), fewshot=Step(cfg, **kwargs))
 
 
-# CoOp's few-shot epochs (coop.md §7.2, used by CLIP-Adapter too): 1 shot 50, 2 and 4 shots 100,
-# 8 and 16 shots 200; ImageNet 50 at every shot count.
-def _coop_epochs(ep50, ep100, ep200):
-    return {1: ep50, 2: ep100, 4: ep100, 8: ep200, 16: ep200}
+# CoOp's few-shot protocol (coop.md §7.2), which CLIP-Adapter follows with configs of the same names:
+# 1 shot 50 epochs, 2 and 4 shots 100, 8 and 16 shots 200; ImageNet 50 at every shot count.
+_COOP_FEWSHOT = Step("vit_b16", imagenet="vit_b16_ep50",
+                     by_shots={1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"})
 
 
 _MMRL_XD = ("TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2")
@@ -134,8 +134,7 @@ METHODS = {
     "CLIP_Adapter": Method(
         base2new=Step("vit_b16", imagenet="vit_b16_ep50"),
         xd=Step("vit_b16_ep50"),
-        fewshot=Step("vit_b16", imagenet="vit_b16_ep50",
-                     by_shots=_coop_epochs("vit_b16_ep50", "vit_b16_ep100", "vit_b16")),
+        fewshot=_COOP_FEWSHOT,
         published="CLIP-Adapter"),
     "MultiModalAdapter": Method(
         base2new=Step("vit_b16_ep5", imagenet="vit_b16_ep5_imnet"),
@@ -153,12 +152,11 @@ METHODS = {
         base2new=Step("vit_b16", imagenet="vit_b16_imagenet", opts=("TASK", "B2N")),
         xd=Step("vit_b16_cross_datasets", opts=("TASK", "CD")),
         fewshot=Step("vit_b16_few_shot", imagenet="vit_b16_imagenet", opts=("TASK", "FS")),
-        published="MMRL++"),
+        published="MMRLpp"),  # (not "MMRL++": --compare ignores punctuation, that would be MMRL)
     "CoOp": Method(
         base2new=Step("vit_b16_ctxv1", imagenet="vit_b16_ep50_ctxv1"),
         xd=Step("vit_b16_ep50_ctxv1"),
-        fewshot=Step("vit_b16", imagenet="vit_b16_ep50",
-                     by_shots=_coop_epochs("vit_b16_ep50", "vit_b16_ep100", "vit_b16")),
+        fewshot=_COOP_FEWSHOT,
         published="CoOp"),
     "CoCoOp": Method(**_same("vit_b16_c4_ep10_batch1_ctxv1"), published="CoCoOp"),
     "MaPLe": Method(
@@ -368,8 +366,10 @@ def _one_shot_count(shots):
     return int(shots[0])
 
 
-def _base2new_jobs(trainer, entry, step, dataset, shots, seed):
-    cfg = step.cfg_for(dataset)
+# The runs of one dataset / seed; ``cfg``: another config than the method's (the scripts' CFG argument).
+
+def _base2new_jobs(trainer, entry, step, dataset, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(dataset)
     protocol = ("DATASET.NUM_SHOTS", str(shots))
 
     def job(kind, where, subsample, model=None):
@@ -383,8 +383,8 @@ def _base2new_jobs(trainer, entry, step, dataset, shots, seed):
     return [train, job("test", "test", "new", train.id)]
 
 
-def _xd_jobs(trainer, entry, step, targets, shots, seed):
-    cfg = step.cfg_for(SOURCE_DATASET)
+def _xd_jobs(trainer, entry, step, targets, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(SOURCE_DATASET)  # the evaluations use the ImageNet model's config
     source = Job(xd_source_dir(trainer, cfg, shots, seed), "xd", trainer, SOURCE_DATASET, seed, shots, cfg,
                  "test" if entry.eval_only else "train",
                  ("DATASET.NUM_SHOTS", str(shots)) + step.opts + (step.test_opts if entry.eval_only else ()))
@@ -394,8 +394,8 @@ def _xd_jobs(trainer, entry, step, targets, shots, seed):
                            cfg, "test", step.opts + step.test_opts, model) for dataset in targets]
 
 
-def _fewshot_jobs(trainer, entry, step, dataset, shots, seed):
-    cfg = step.cfg_for(dataset, shots)
+def _fewshot_jobs(trainer, entry, step, dataset, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(dataset, shots)
     if entry.eval_only:  # zero-shot: K = 0, the dataset's full training set is not used
         return [Job(fewshot_dir(dataset, 0, trainer, cfg, seed), "fewshot", trainer, dataset, seed, 0, cfg, "test",
                     step.opts + step.test_opts)]
@@ -450,50 +450,58 @@ def job_argv(job, output_root, data, user_opts=(), load_epoch=None):
                       user_opts, job.kind == "test", model_dir, load_epoch)
 
 
-# Steps of the per-method shell scripts -> (protocol, job kind, shots from SHOTS or from the argument).
 SCRIPT_STEPS = ("b2n_train", "b2n_test", "xd_train", "xd_test", "fewshot_train", "train", "test", "zeroshot")
+
+
+def _script_job(args):
+    """The planner's job for a protocol step of the shell scripts (same folder, same options)."""
+    protocol = {"b2n": "base2new", "xd": "xd", "fewshot": "fewshot"}[args.step.split("_")[0]]
+    entry = METHODS.get(args.trainer)
+    if entry is None:  # a trainer outside the table: its given config, no options of its own
+        if not args.cfg:
+            raise StepError(f'no config given and "{args.trainer}" is not in harness/protocols.py METHODS: pass CFG')
+        entry = Method(*[Step(args.cfg)] * 3)
+    if entry.eval_only:
+        raise StepError(f"{args.trainer} only evaluates: use scripts/benchmark.py or scripts/zsclip/zeroshot.sh")
+    step, cfg = entry.step(protocol), args.cfg or None
+    if protocol == "base2new":
+        jobs = _base2new_jobs(args.trainer, entry, step, args.dataset, args.shots, args.seed, cfg)
+        return jobs[0 if args.step == "b2n_train" else 1]
+    if protocol == "xd":
+        targets = [args.dataset] if args.step == "xd_test" else []
+        return _xd_jobs(args.trainer, entry, step, targets, args.shots, args.seed, cfg)[-1]
+    return _fewshot_jobs(args.trainer, entry, step, args.dataset, args.shots, args.seed, cfg)[0]
 
 
 def script_step(args):
     """``(action, output folder, train.py argv)`` of one shell-script step (``command`` below).
 
     ``action`` is ``skip`` (the run finished), ``resume`` (an unfinished run is there) or ``run``.
+    Protocol steps are the planner's jobs; ``train``/``test`` run into an explicit ``--dir``;
+    ``zeroshot`` is the zero-shot script's evaluation.
     """
-    user_opts = shlex.split(args.opts or "")
-    entry = METHODS.get(args.trainer)
-    # (zero-shot script: the trainer's all-classes config, which is its few-shot one)
-    protocol = {"b2n": "base2new", "xd": "xd", "fewshot": "fewshot", "zeroshot": "fewshot"}.get(args.step.split("_")[0])
-    step = entry.step(protocol) if entry and protocol else Step(args.cfg or "")
-    shots = args.shots
-    # The evaluations of the ImageNet model use its config (the transfer layout is per source config).
-    cfg_dataset = SOURCE_DATASET if protocol == "xd" else args.dataset
-    cfg = args.cfg or step.cfg_for(cfg_dataset, shots if protocol == "fewshot" else None)
-    if not cfg:
-        raise StepError(f'no config given and "{args.trainer}" is not in harness/protocols.py METHODS: pass CFG')
-    extra = list(step.opts) + (list(step.test_opts) if args.step.endswith("test") else [])
-    seed, model_dir, eval_only = args.seed, None, args.step.endswith("test") or args.step == "zeroshot"
-    if args.step in ("b2n_train", "b2n_test"):
-        where = "train" if args.step == "b2n_train" else "test"
-        folder = base2new_dir(where, args.dataset, shots, args.trainer, cfg, seed)
-        protocol_opts = ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", "base" if where == "train" else "new"]
-        if where == "test":
-            model_dir = osp.join(args.output, base2new_dir("train", args.dataset, shots, args.trainer, cfg, seed))
-    elif args.step == "xd_train":
-        folder, protocol_opts = xd_source_dir(args.trainer, cfg, shots, seed), ["DATASET.NUM_SHOTS", str(shots)]
-    elif args.step == "xd_test":
-        folder, protocol_opts = xd_target_dir(args.trainer, cfg, shots, args.dataset, seed), []
-        model_dir = osp.join(args.output, xd_source_dir(args.trainer, cfg, shots, seed))
-    elif args.step == "fewshot_train":
-        folder, protocol_opts = fewshot_dir(args.dataset, shots, args.trainer, cfg, seed), ["DATASET.NUM_SHOTS", str(shots)]
-    elif args.step == "zeroshot":
-        folder, protocol_opts = zeroshot_dir(args.dataset, args.trainer, cfg, args.subsample), [
-            "DATASET.SUBSAMPLE_CLASSES", args.subsample]
-        seed = None
-    else:  # generic train / test into an explicit folder
-        if not args.dir:
-            raise StepError(f"step {args.step} needs --dir")
-        folder, protocol_opts, model_dir = args.dir, [], args.model_dir or None
-    output_dir = folder if osp.isabs(folder) or args.step in ("train", "test") else osp.join(args.output, folder)
+    user_opts = list(args.extra) + shlex.split(args.opts or "")
+    if args.step in ("train", "test", "zeroshot"):
+        if args.step == "zeroshot":
+            cfg = args.cfg or (METHODS[args.trainer].fewshot.cfg if args.trainer in METHODS else "")
+            output_dir = osp.join(args.output, zeroshot_dir(args.dataset, args.trainer, cfg, args.subsample))
+            user_opts = ["DATASET.SUBSAMPLE_CLASSES", args.subsample] + user_opts
+            seed, model_dir = None, None
+        elif not args.dir or not args.cfg:
+            raise StepError(f"step {args.step} needs --dir and --cfg")
+        else:
+            cfg, output_dir, seed, model_dir = args.cfg, args.dir, args.seed, args.model_dir or None
+
+        def argv(load_epoch):
+            return train_argv(args.trainer, args.dataset, cfg, seed, output_dir, (), args.data, user_opts,
+                              args.step != "train", model_dir, load_epoch)
+    else:
+        job = _script_job(args)
+        output_dir = osp.join(args.output, job.id)
+        model_dir = osp.join(args.output, job.model) if job.model else None
+
+        def argv(load_epoch):
+            return job_argv(job, args.output, args.data, user_opts, load_epoch)
     try:
         state = run_state(output_dir)
         if state in ("finished", "legacy"):
@@ -502,9 +510,7 @@ def script_step(args):
             raise StepError(f"training of {model_dir} is not finished: run (or resume) its training step first")
     except RunError as error:
         raise StepError(str(error)) from None
-    argv = train_argv(args.trainer, args.dataset, cfg, seed, output_dir, protocol_opts + extra + list(args.extra),
-                      args.data, user_opts, eval_only, model_dir, args.load_epoch or None)
-    return ("resume" if state == "unfinished" else "run"), output_dir, argv
+    return ("resume" if state == "unfinished" else "run"), output_dir, argv(args.load_epoch or None)
 
 
 def build_parser():
