@@ -280,7 +280,8 @@ def protocol_config(place):
         return place.cfg
     step = entry.step(_PLACE_PROTOCOL[place.protocol])
     shots = place.shots if place.protocol == "few_shot" else None
-    if place.cfg == step.cfg_for(place.dataset, shots):
+    dataset = SOURCE_DATASET if place.protocol == "transfer" else place.dataset  # evaluations: the model's config
+    if place.cfg == step.cfg_for(dataset, shots):
         return step.cfg
     return place.cfg
 

@@ -245,14 +245,15 @@ def test_a_config_change_into_a_used_folder_is_refused_naming_the_key(mini_root,
 def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(mini_root, tmp_path):
     out = str(tmp_path / "run")
     read_end, write_end = os.pipe()
+    hold, _ = os.pipe()  # nothing is written to it: the child blocks reading it (its own pipe, not the reply's)
     pid = os.fork()
-    if pid == 0:  # holds the folder's lock until told to go
+    if pid == 0:  # holds the folder's lock until it is killed
         try:
             from harness.run import FolderLock
             os.makedirs(out)
             FolderLock(out).acquire("holder")
             os.write(write_end, b"locked")
-            os.read(read_end, 1)
+            os.read(hold, 1)
         finally:
             os._exit(0)
     assert os.read(read_end, 6) == b"locked"
