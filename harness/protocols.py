@@ -37,7 +37,6 @@ Adding a trainer is one entry in ``METHODS``.
 """
 import argparse
 import glob
-import os
 import os.path as osp
 import re
 import shlex

@@ -48,12 +48,12 @@ def execute(job, output, data, user_opts):
     import train  # the caller paid for this import already (workers import it at start)
 
     directory = osp.join(output, job.id)
-    if run_state(directory) in DONE:
-        return "finished", "already finished"
-    for dep in job.deps:
-        if run_state(osp.join(output, dep)) not in DONE:
-            return "blocked", f"training of {osp.join(output, dep)} is not finished"
     try:
+        if run_state(directory) in DONE:
+            return "finished", "already finished"
+        for dep in job.deps:
+            if run_state(osp.join(output, dep)) not in DONE:
+                return "blocked", f"training of {osp.join(output, dep)} is not finished"
         train.run(job_argv(job, output, data, user_opts))
     except RunError as error:
         if lock_holder(directory) is not None:

@@ -4,7 +4,6 @@ import glob
 import json
 import os
 import os.path as osp
-import shlex
 import subprocess
 import sys
 from pathlib import Path

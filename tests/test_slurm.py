@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.slurm import site_options, sbatch_options, SlurmError
+from harness.slurm import SlurmError, sbatch_options, site_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARK = osp.join(REPO, "scripts", "benchmark.py")
@@ -181,6 +181,9 @@ def test_site_defaults_file_and_command_line(tmp_path):
     assert sbatch_options(options) == ["--partition=gpu", "--time=1:00:00", "--gres=gpu:1", "--mem=32G",
                                        "--constraint=a100", "--qos=normal"]
     assert options["setup"] == "module load cuda\nsource env/bin/activate"
+    example = site_options(osp.join(REPO, "configs", "slurm.example.ini"))
+    assert sbatch_options(example) == ["--partition=gpu", "--time=08:00:00", "--gres=gpu:1", "--mem=32G",
+                                       "--cpus-per-task=8"]
     site.write_text("[slurm]\npartitions = gpu\n")
     with pytest.raises(SlurmError, match="unknown key partitions in \\[slurm\\]"):
         site_options(str(site))
