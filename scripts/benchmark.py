@@ -20,6 +20,7 @@ there are some) and exits 1 if a run failed. ``status`` lists each run's state a
 import argparse
 import os
 import os.path as osp
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,8 +104,6 @@ def plan_jobs(args):
 
 
 def parse_opts(text):
-    import shlex
-
     try:
         opts = shlex.split(text or "")
     except ValueError as error:
@@ -193,7 +192,7 @@ def run_slurm(args, jobs, output, opts):
     try:
         options = slurm.site_options(args.slurm_defaults, overrides)
         if args.sbatch_arg:
-            options["sbatch_args"] = slurm.shlex.split(options.get("sbatch_args") or "") + args.sbatch_arg
+            options["sbatch_args"] = shlex.split(options.get("sbatch_args") or "") + args.sbatch_arg
         name = f"bench-{'-'.join(args.trainer)}-{'-'.join(args.protocol)}"[:64]
         submitted, folder = slurm.submit(jobs, output, osp.abspath(args.data), opts, options, name)
         print(f"[benchmark] submitted {len(submitted)} of {len(jobs)} runs" +
