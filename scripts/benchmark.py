@@ -48,12 +48,14 @@ def build_parser():
                 (("run", "run the benchmark (skips finished runs, resumes unfinished ones)"),
                  ("status", "list each run's state and log"))}
     for command in commands.values():
-        command.add_argument("--trainer", nargs="+", required=True, help=f"one or more of: {', '.join(protocols.METHODS)}")
+        command.add_argument("--trainer", nargs="+", required=True,
+                             help=f"one or more of: {', '.join(protocols.METHODS)}")
         command.add_argument("--protocol", nargs="+", required=True, choices=protocols.PROTOCOLS)
         command.add_argument("--seeds", nargs="+", type=int, default=list(protocols.DEFAULT_SEEDS))
         command.add_argument("--datasets", nargs="+", help="a subset of the protocol's datasets (xd: of its targets)")
         command.add_argument("--shots", nargs="+", type=int,
-                             help="base2new/xd: the shot count (default 16); fewshot: the shot counts (default 1 2 4 8 16)")
+                             help="base2new/xd: the shot count (default 16); "
+                                  "fewshot: the shot counts (default 1 2 4 8 16)")
         command.add_argument("--output", default=os.environ.get("OUTPUT", "output"), help="output root (env OUTPUT)")
         command.add_argument("--data", default=os.environ.get("DATA", "data"), help="data root (env DATA)")
         command.add_argument("--opts", default=os.environ.get("OPTS", ""),
@@ -78,7 +80,8 @@ def build_parser():
         slurm.add_argument(f"--{option}", help=text)
     slurm.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG", help="another sbatch option")
     slurm.add_argument("--no-wait", action="store_true", help="submit and return (see the progress with status)")
-    slurm.add_argument("--poll", type=float, default=10.0, metavar="S", help="seconds between queue checks (default 10)")
+    slurm.add_argument("--poll", type=float, default=10.0, metavar="S",
+                       help="seconds between queue checks (default 10)")
     return parser
 
 
@@ -98,8 +101,9 @@ def plan_jobs(args):
     missing = sorted({protocols.config_file(job.trainer, job.cfg) for job in jobs
                       if not osp.isfile(protocols.config_file(job.trainer, job.cfg))})
     if missing:
-        raise UsageError(f"config file not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else "")
-                         + ": add it, or fix the trainer's entry in harness/protocols.py METHODS")
+        more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+        raise UsageError(f"config file not found: {missing[0]}{more}: add it, or fix the trainer's entry in "
+                         "harness/protocols.py METHODS")
     return jobs
 
 

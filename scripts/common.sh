@@ -62,7 +62,8 @@ protocol_step() {
 train_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5"
     shift 5
-    protocol_step --step train --trainer="$trainer" --dataset="$dataset" --cfg="$cfg" --seed="$seed" --dir="$dir" -- "$@"
+    protocol_step --step train --trainer="$trainer" --dataset="$dataset" --cfg="$cfg" --seed="$seed" \
+        --dir="$dir" -- "$@"
 }
 
 # test_run TRAINER DATASET CFG SEED DIR MODEL_DIR LOADEP [KEY VALUE ...]: an eval-only run of MODEL_DIR's model.
@@ -103,7 +104,8 @@ xd_test() {  # xd_test TRAINER DATASET SEED [CFG] [LOADEP] [KEY VALUE ...]  (all
         --load-epoch="$loadep" -- "$@"
 }
 
-fewshot_train() {  # fewshot_train TRAINER DATASET SEED SHOTS [CFG] [KEY VALUE ...]  (all classes; the final test is the result)
+# fewshot_train TRAINER DATASET SEED SHOTS [CFG] [KEY VALUE ...]: all classes; the training's final test is the result.
+fewshot_train() {
     local trainer="$1" dataset="$2" seed="$3" shots="$4" cfg="${5:-}"
     shift $(( $# < 5 ? $# : 5 ))
     SHOTS="$shots" protocol_step --step fewshot_train --trainer="$trainer" --dataset="$dataset" --seed="$seed" \

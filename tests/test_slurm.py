@@ -176,7 +176,8 @@ def test_slurm_benchmark_with_a_preempted_and_requeued_run(slurm_cluster, tmp_pa
 def test_site_defaults_file_and_command_line(tmp_path):
     site = tmp_path / "slurm.ini"
     site.write_text("[slurm]\npartition = gpu\ntime = 12:00:00\ngres = gpu:1\nmem = 32G\n"
-                    "sbatch_args = --constraint=a100 --qos=normal\nsetup =\n  module load cuda\n  source env/bin/activate\n")
+                    "sbatch_args = --constraint=a100 --qos=normal\n"
+                    "setup =\n  module load cuda\n  source env/bin/activate\n")
     options = site_options(str(site), {"time": "1:00:00", "mem": None})
     assert sbatch_options(options) == ["--partition=gpu", "--time=1:00:00", "--gres=gpu:1", "--mem=32G",
                                        "--constraint=a100", "--qos=normal"]
