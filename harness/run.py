@@ -26,6 +26,7 @@ import os.path as osp
 import re
 import shlex
 import socket
+import struct
 import subprocess
 import sys
 import uuid
@@ -35,7 +36,7 @@ from .fileio import atomic_write, remove_temp_files
 __all__ = [
     "RECORD_FILE", "FINISHED_FILE", "LOCK_FILE", "RunError", "Run", "FolderLock", "flatten_config",
     "config_identity", "config_hash", "split_identity", "code_version", "run_state", "read_record",
-    "read_finished", "stale_model",
+    "read_finished", "stale_model", "lock_holder",
 ]
 
 RECORD_FILE = "run.json"
@@ -219,6 +220,11 @@ def stale_model(directory):
     return None
 
 
+def lock_holder(directory):
+    """The holder of a run folder's lock (see ``FolderLock.holder``), or None when no run holds it."""
+    return FolderLock(directory).holder()
+
+
 def run_state(directory):
     """``finished``, ``unfinished``, ``legacy`` (a result log without a run record), ``foreign``
     (other content without a record) or ``new`` (nothing there)."""
@@ -295,6 +301,23 @@ class FolderLock:
         self.fd, self._key = fd, key
         FolderLock._held.add(key)
         return previous
+
+    def holder(self):
+        """Who holds the lock now (``{"pid", "host", "started", ...}``, ``{}`` if it left no note),
+        or None when it is free. Only looks (``F_GETLK``): taking the lock even for a moment could
+        make a run starting at that instant fail as "in use"."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock, whole file
+            lock_type = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0]
+            return None if lock_type == fcntl.F_UNLCK else (self._read(fd) or {})
+        finally:
+            os.close(fd)
 
     def release(self):
         if self.fd is None:
