@@ -116,13 +116,6 @@ zeroshot_eval() {  # zeroshot_eval TRAINER DATASET [CFG] [SUBSAMPLE]: eval-only,
     protocol_step --step zeroshot --trainer="$1" --dataset="$2" --cfg="${3:-}" --subsample="${4:-all}"
 }
 
-few_shot_train() {  # few_shot_train TRAINER DATASET SEED SHOTS CFG [KEY VALUE ...]  (all classes; trains, then tests)
-    local trainer="$1" dataset="$2" seed="$3" shots="$4" cfg="$5"
-    shift 5
-    train_run "$trainer" "$dataset" "$cfg" "$seed" "$OUTPUT/few_shot/$dataset/shots_$shots/$trainer/$cfg/seed$seed" \
-        DATASET.NUM_SHOTS "$shots" "$@"
-}
-
 # The per-GPU drivers, through a method's own scripts (so its default configs apply).
 all_base2new() {  # all_base2new METHOD_SCRIPT_DIR GPU SEED: every dataset, train on base then test on new
     local here="$1" seed="$3" dataset

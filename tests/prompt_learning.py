@@ -12,6 +12,7 @@ import clip
 import train
 from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
+from helpers import script_runs
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = ["MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random"]
@@ -122,21 +123,11 @@ def write_finished_training_log(directory):
 
 
 def queued_command(script, *args, output):
-    """The train.py argument list that ``scripts/<script>`` queues (RUN_QUEUE) for ``args``."""
-    import shlex
-    import subprocess
-
-    queue = osp.join(output, "queue.txt")
-    open(queue, "w").close()
-    env = dict(os.environ, DATA="data_root", OUTPUT=str(output), SHOTS="16", OPTS="", RUN_QUEUE=queue)
+    """The train.py argument list and its options that ``scripts/<script>`` runs for ``args`` (DRY_RUN)."""
+    env = dict(os.environ, DATA="data_root", OUTPUT=str(output), SHOTS="16", OPTS="")
     env.pop("GPU", None)
-    proc = subprocess.run(["bash", osp.join(REPO, "scripts", script), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    with open(queue) as f:
-        (line,) = [line for line in f if line.strip()]
-    argv = shlex.split(line)
-    options, rest = {}, argv[1:]
+    (argv,) = script_runs(script, *args, env=env)
+    options, rest = {}, list(argv)
     while rest:  # "--flag value" and "KEY VALUE" pairs; --eval-only and --no-train stand alone
         if rest[0] in ("--eval-only", "--no-train"):
             rest = rest[1:]

@@ -378,8 +378,7 @@ def test_scripts_queue_the_protocol_runs(tmp_path):
                                 ("imagenet", 8, "vit_b16_ep50")):
         _, opts = queued_command("coop/few_shot.sh", dataset, 3, shots, output=tmp_path)
         assert config(opts) == f"{cfg}.yaml" and opts["DATASET.NUM_SHOTS"] == str(shots)
-        variant = f"{cfg}/nctx16_cscFalse_ctpend/seed3"
-        assert opts["--output-dir"] == f"{tmp_path}/few_shot/{dataset}/shots_{shots}/CoOp/{variant}"
+        assert opts["--output-dir"] == f"{tmp_path}/few_shot/{dataset}/shots_{shots}/CoOp/{cfg}/seed3"
     _, opts = queued_command("coop/few_shot.sh", "dtd", 1, 2, "vit_b16_ep100", 8, True, "middle", output=tmp_path)
     assert (opts["TRAINER.COOP.N_CTX"], opts["TRAINER.COOP.CSC"], opts["TRAINER.COOP.CLASS_TOKEN_POSITION"]) \
         == ("8", "True", "middle")

@@ -10,8 +10,6 @@ import copy
 import io
 import os
 import os.path as osp
-import shlex
-import subprocess
 
 import pytest
 import torch
@@ -25,7 +23,7 @@ from clip import layerwise, load, tokenize
 from dassl.engine import build_trainer
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import set_random_seed
-from helpers import read, run_train
+from helpers import read, run_train, script_runs
 from trainers.maple import MaPLeCLIP, MultiModalPromptLearner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -523,18 +521,13 @@ def test_bad_config_values(toy_root, tmp_path, opts, message):
 
 @pytest.fixture
 def mini_env(mini_root, tmp_path):
-    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", RUN_QUEUE=str(tmp_path / "q"),
+    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1",
                 OPTS=" ".join(TINY) + " DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 1 TRAIN.PRINT_FREQ 1000")
 
 
 def run_script(env, name, *args, opts=""):
-    """Queue a protocol script's train.py runs (scripts/common.sh RUN_QUEUE) and run them in-process."""
-    open(env["RUN_QUEUE"], "w").close()
-    proc = subprocess.run(["bash", osp.join(REPO, "scripts", "maple", name), *map(str, args)],
-                          env=dict(env, OPTS=env["OPTS"] + opts), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    with open(env["RUN_QUEUE"]) as f:
-        runs = [shlex.split(line)[1:] for line in f if line.strip()]
+    """Run a protocol script's train.py runs (as its DRY_RUN prints them) in-process."""
+    runs = script_runs(f"maple/{name}", *args, env=dict(env, OPTS=env["OPTS"] + opts))
     for argv in runs:
         quiet(run_train, argv)
     return [argv[argv.index("--output-dir") + 1] for argv in runs]

@@ -5,9 +5,7 @@ import contextlib
 import io
 import os
 import os.path as osp
-import shlex
 import shutil
-import subprocess
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import toy
 import train
 from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
-from helpers import read, run_train
+from helpers import read, run_train, script_runs
 from trainers.mmrl import MMRLCLIP, MultiModalRepresentationLearner, mmrl_loss
 from trainers.mmrl_pp import MMRLppLearner
 
@@ -399,23 +397,16 @@ SCRIPT_OPTS = ("MODEL.BACKBONE.NAME test-tiny MODEL.BACKBONE.WEIGHTS random DATA
 
 
 def run_scripts(env, *calls):
-    """Queue each script call (RUN_QUEUE), then run the queued train.py command lines in this process."""
-    open(env["RUN_QUEUE"], "w").close()
-    for name, *args in calls:
-        proc = subprocess.run(["bash", osp.join(REPO, "scripts", "mmrlpp", name), *args], env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-    with open(env["RUN_QUEUE"]) as f:
-        commands = [shlex.split(line) for line in f if line.strip()]
+    """Run each script call's train.py runs (as its DRY_RUN prints them) in this process."""
+    commands = [argv for name, *args in calls for argv in script_runs(f"mmrlpp/{name}", *args, env=env)]
     for argv in commands:
-        run_train(argv[1:])
+        run_train(argv)
     return commands
 
 
 @pytest.fixture
 def script_env(mini_root, tmp_path, quick_env):
-    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", OPTS=SCRIPT_OPTS,
-                RUN_QUEUE=str(tmp_path / "queue.txt"))
+    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", OPTS=SCRIPT_OPTS)
 
 
 def test_base_to_novel_on_miniature_data(script_env):
@@ -460,14 +451,9 @@ def test_cross_dataset_and_dg_on_miniature_data(script_env, mini_root, tmp_path)
         assert "Loading weights to MultiModalRepresentationLearner" in log
 
 
-def test_few_shot_script_queues_the_protocol(script_env):
-    open(script_env["RUN_QUEUE"], "w").close()
-    for dataset in ("oxford_pets", "imagenet"):
-        proc = subprocess.run(["bash", osp.join(REPO, "scripts", "mmrlpp", "few_shot.sh"), dataset, "2", "4"],
-                              env=script_env, capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-    with open(script_env["RUN_QUEUE"]) as f:
-        pets, imagenet = [shlex.split(line) for line in f if line.strip()]
+def test_few_shot_script_runs_the_protocol(script_env):
+    pets = script_runs("mmrlpp/few_shot.sh", "oxford_pets", 2, 4, env=script_env)[0]
+    imagenet = script_runs("mmrlpp/few_shot.sh", "imagenet", 2, 4, env=script_env)[0]
     for argv, cfg, dataset in ((pets, "vit_b16_few_shot", "oxford_pets"), (imagenet, "vit_b16_imagenet", "imagenet")):
         assert argv[argv.index("--config-file") + 1] == osp.join(CFG_DIR, "MMRLpp", f"{cfg}.yaml")
         assert argv[argv.index("--output-dir") + 1] == osp.join(script_env["OUTPUT"], "few_shot", dataset, "shots_4",

@@ -27,7 +27,7 @@ def printed(proc):
     """The train.py argument lists a DRY_RUN printed."""
     assert proc.returncode == 0, proc.stderr
     commands = [shlex.split(line) for line in proc.stdout.splitlines() if "train.py" in line]
-    return [argv[argv.index(osp.join(REPO, "train.py")) + 1:] for argv in commands]
+    return [argv[argv.index(osp.join(REPO, "train.py")) + 1:] for argv in commands]  # as helpers.script_runs
 
 
 def train_dir(env, seed=1):

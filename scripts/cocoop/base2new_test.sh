@@ -3,5 +3,6 @@
 #   bash scripts/cocoop/base2new_test.sh DATASET SEED [CFG] [LOADEP]
 # CFG as in base2new_train.sh; LOADEP defaults to the newest checkpoint of the training run (10).
 # Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/CoCoOp/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-b2n_test CoCoOp "$1" "$2" "${3:-vit_b16_c4_ep10_batch1_ctxv1}" "${4:-}"
+b2n_test CoCoOp "$1" "$2" "${3:-}" "${4:-}"

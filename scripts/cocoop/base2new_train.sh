@@ -4,5 +4,6 @@
 # CFG defaults to vit_b16_c4_ep10_batch1_ctxv1 for every dataset, ImageNet included (as the reference).
 # Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/CoCoOp/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-b2n_train CoCoOp "$1" "$2" "${3:-vit_b16_c4_ep10_batch1_ctxv1}"
+b2n_train CoCoOp "$1" "$2" "${3:-}"

@@ -3,5 +3,6 @@
 #   bash scripts/cocoop/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_c4_ep10_batch1_ctxv1)
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/CoCoOp/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_test CoCoOp "$1" "$2" "${3:-vit_b16_c4_ep10_batch1_ctxv1}" "${4:-}"
+xd_test CoCoOp "$1" "$2" "${3:-}" "${4:-}"

@@ -4,8 +4,6 @@
 # CFG as in base2new_train.sh; LOADEP defaults to the newest checkpoint of the training run (its
 # MAX_EPOCH: 200, ImageNet 50), not the CoCoOp scripts' hard-coded 10.
 # Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/CoOp/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_ep50_ctxv1; else DEFAULT_CFG=vit_b16_ctxv1; fi
-b2n_test CoOp "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}" "${4:-}"
+b2n_test CoOp "$1" "$2" "${3:-}" "${4:-}"

@@ -5,8 +5,6 @@
 # CoCoOp paper's CoOp run behind the published base-to-novel numbers (coop.md §7.2).
 # Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/CoOp/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_ep50_ctxv1; else DEFAULT_CFG=vit_b16_ctxv1; fi
-b2n_train CoOp "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}"
+b2n_train CoOp "$1" "$2" "${3:-}"

@@ -4,5 +4,6 @@
 # CFG defaults to vit_b16_ep50_ctxv1 (M = 4, the CoCoOp paper's baseline). The CoOp paper's
 # distribution-shift model (M = 16, random init) is CFG vit_b16_ep50, tested with the same CFG.
 # Output: $OUTPUT/imagenet/CoOp/CFG_${SHOTS}shots/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_train CoOp "$1" "${2:-vit_b16_ep50_ctxv1}"
+xd_train CoOp "$1" "${2:-}"

@@ -4,6 +4,6 @@
 # CFG defaults to vit_b16_few_shot (LR 2e-3, 100 epochs; vit_b16_imagenet for imagenet); β and λ from
 # the per-dataset table (as for base-to-novel). The reference loops SHOTS over 1 2 4 8 16 and SEED over 1 2 3.
 # Output: $OUTPUT/few_shot/DATASET/shots_SHOTS/MMRLpp/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-if [ "$1" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16_few_shot; fi
-few_shot_train MMRLpp "$1" "$2" "$3" "${4:-$DEFAULT_CFG}" TASK FS
+fewshot_train MMRLpp "$1" "$2" "$3" "${4:-}"

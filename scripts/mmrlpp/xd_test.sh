@@ -4,5 +4,6 @@
 #   bash scripts/mmrlpp/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_cross_datasets)
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/MMRLpp/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_test MMRLpp "$1" "$2" "${3:-vit_b16_cross_datasets}" "${4:-}" TASK CD
+xd_test MMRLpp "$1" "$2" "${3:-}" "${4:-}"

@@ -4,5 +4,6 @@
 # No REG_WEIGHT on the command line (unlike MMRL): the CD table's ImageNet λ 0.1 applies, as in the reference.
 # Output: $OUTPUT/imagenet/MMRLpp/CFG_${SHOTS}shots/seedSEED
 # (Project layout; the reference writes under output/base2new/train_base/imagenet/...)
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_train MMRLpp "$1" "${2:-vit_b16_cross_datasets}" TASK CD
+xd_train MMRLpp "$1" "${2:-}"
