@@ -20,9 +20,14 @@ from harness.preflight import ConfigError, check_model_dir, check_resume_dir, ch
 from harness.run import ENGINE_RESUME_STATE_FILE, Run, RunError, command_line
 from harness.safe_load import TRUST_ENV_VAR, CheckpointError
 
-# Mistakes in the command line, config or input files: one line, exit status 2.
-USER_ERRORS = (ConfigError, RunError, CheckpointError, WriteError, FileNotFoundError)
 HELP_HINT = "python train.py --help lists the trainers, configs and common overrides"
+
+
+def user_errors():
+    """Mistakes in the command line, config or input files: one line ``error: ...``, exit status 2."""
+    from datasets.common import CacheError  # imports torch: called once a run has started
+
+    return ConfigError, RunError, CheckpointError, CacheError, WriteError, FileNotFoundError
 
 
 def print_args(args, cfg):
@@ -119,6 +124,7 @@ def setup_cfg(args, notes=None):
         if path:
             merge_yaml(cfg, path, what, args.trainer)
     reset_cfg(cfg, args)
+    _task_from_opts(cfg, args.opts)
     apply_dataset_overrides(cfg)
     if len(args.opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number: {args.opts}")
@@ -137,6 +143,13 @@ def setup_cfg(args, notes=None):
     return cfg
 
 
+def _task_from_opts(cfg, opts):
+    """A ``TASK`` given in the overrides counts already for the per-dataset tables (MMRL++'s depend on it)."""
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key == "TASK":
+            cfg.TASK = value
+
+
 def _check_names(cfg):
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
@@ -148,7 +161,7 @@ def _check_names(cfg):
                           f"{', '.join(catalog.dataset_configs())}")
     for value, registry, where in ((cfg.TRAINER.NAME, TRAINER_REGISTRY, "trainer (--trainer)"),
                                    (cfg.DATASET.NAME, DATASET_REGISTRY, "dataset (DATASET.NAME)")):
-        if value not in registry.registered_names():
+        if value not in registry.registered_names():  # upstream's Registry has no __contains__
             choices = ", ".join(sorted(registry.registered_names()))
             raise ConfigError(f'Unknown {where} "{value}"; choose one of: {choices}')
 
@@ -309,11 +322,12 @@ def main(args, argv=None):
         try:
             setup_logger(cfg.OUTPUT_DIR)
             return execute(cfg, args, run, notes)
-        except USER_ERRORS:
-            if sys.stdout is not saved:
-                sys.stdout.close()
-                sys.stdout = saved
-            run.abandon()  # a new run that failed before any result leaves no folder behind
+        except Exception as error:
+            if isinstance(error, user_errors()):
+                if sys.stdout is not saved:
+                    sys.stdout.close()
+                    sys.stdout = saved
+                run.abandon()  # a new run that failed before any result leaves no folder behind
             raise
         finally:
             if sys.stdout is not saved:
@@ -343,7 +357,7 @@ def help_epilog():
     for name, info in catalog.TRAINERS.items():
         lines.append(f"  {name:<18} {info.description}")
         configs = catalog.method_configs(name)
-        folder = f"configs/trainers/{info.configs}/"
+        folder = os.path.relpath(catalog.config_dir(name), catalog.REPO) + "/"
         lines.extend(_wrap(configs, f"  {'':<18} {folder}: ", " " * 21) if configs else [f"  {'':<18} (no configs)"])
     lines.append("")
     lines.append("dataset configs (--dataset-config-file configs/datasets/<NAME>.yaml):")
@@ -447,7 +461,7 @@ def cli(argv=None):
                 again = "to resume after the last finished epoch" if run_kind(args) == "train" else "to run it again"
                 print(f"Interrupted. Run the same command {again}: {command_line(argv)}", file=sys.stderr)
                 sys.exit(130)
-            if isinstance(e, USER_ERRORS) and not args.debug:
+            if isinstance(e, user_errors()) and not args.debug:
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
             raise

@@ -16,6 +16,9 @@ import sys
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from harness.protocols import METHODS  # noqa: E402
 
 # Classes and split sizes of the 11 base-to-novel datasets and the 4 ImageNet variants (datasets.md).
 CLASSES = {"imagenet": 1000, "caltech101": 100, "oxford_pets": 37, "stanford_cars": 196, "oxford_flowers": 102,
@@ -25,48 +28,54 @@ TEST = {"imagenet": 50000, "caltech101": 2465, "oxford_pets": 3669, "stanford_ca
 DG_TEST = {"imagenetv2": 10000, "imagenet_sketch": 50889, "imagenet_a": 7500, "imagenet_r": 30000}
 SHOTS = 16
 
-# Per method: the protocol configs the scripts use; training cost per image and per class and step,
-# in units of one ViT-B/16 image forward (F); whether features are encoded once (AttnMMAdapter).
-# Derivations in docs/compute.md.
-METHODS = {
-    "CLIP_Adapter": dict(b2n="vit_b16", b2n_imagenet="vit_b16_ep50", xd="vit_b16_ep50", image=1.0, per_class=0.0),
-    "MultiModalAdapter": dict(b2n="vit_b16_ep5", b2n_imagenet="vit_b16_ep5_imnet", xd="vit_b16_xd",
-                              image=1.84, per_class=0.067),
-    "MMRL": dict(b2n="vit_b16", b2n_imagenet="vit_b16_imagenet", xd="vit_b16_cross_datasets",
-                 image=2.39, per_class=0.30),
-    "AttnMMAdapter": dict(b2n="vit_b16_paper", b2n_imagenet="vit_b16_paper", xd="vit_b16_paper",
-                          image=None, per_class=0.0),
+# Training cost per image and per class and step, in units of one ViT-B/16 image forward (F);
+# image None: features are encoded once (AttnMMAdapter); per_image_text: the prompts depend on the
+# image, so the text cost is per class and image (CoCoOp). Derivations in docs/compute.md. The
+# configs are those of harness/protocols.py (what the scripts and scripts/benchmark.py run).
+COSTS = {
+    "CLIP_Adapter": dict(image=1.0, per_class=0.0),
+    "MultiModalAdapter": dict(image=1.84, per_class=0.067),
+    "MMRL": dict(image=2.39, per_class=0.30),
+    "MMRLpp": dict(image=2.39, per_class=0.30),
+    "CoOp": dict(image=1.0, per_class=0.10),
+    "CoCoOp": dict(image=1.1, per_class=0.10, per_image_text=True),
+    "MaPLe": dict(image=2.2, per_class=0.10),
+    "AttnMMAdapter": dict(image=None, per_class=0.0),
 }
 
 
 def config(trainer, name):
-    with open(os.path.join(REPO, "configs", "trainers", trainer, f"{name}.yaml")) as f:
+    folder = METHODS[trainer].config_dir or trainer
+    with open(os.path.join(REPO, "configs", "trainers", folder, f"{name}.yaml")) as f:
         cfg = yaml.safe_load(f)
     return cfg["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"], cfg["OPTIM"]["MAX_EPOCH"]
 
 
-def training(method, cfg_name, n_classes, trainer, val_images=None):
+def training(trainer, cfg_name, n_classes, val_images=None):
     """(steps, forward-equivalents) of one training run on ``n_classes`` classes with 16 shots;
     ``val_images``: the validation set (default: 4 shots per class; ImageNet's is its test set)."""
+    cost = COSTS[trainer]
     batch, epochs = config(trainer, cfg_name)
     images = SHOTS * n_classes
     steps = max(1, images // batch) * epochs
-    if method["image"] is None:  # features encoded once (train + val); the epochs' cost is negligible
+    if cost["image"] is None:  # features encoded once (train + val); the epochs' cost is negligible
         val = min(SHOTS, 4) * n_classes if val_images is None else val_images
         return steps, images + val
-    return steps, steps * (batch * method["image"] + n_classes * method["per_class"])
+    text = n_classes * cost["per_class"] * (batch if cost.get("per_image_text") else 1)
+    return steps, steps * (batch * cost["image"] + text)
 
 
-def protocols(name, method):
+def protocols(trainer):
     """{protocol: (training steps, forward-equivalents of training, test images)} for one seed."""
+    method = METHODS[trainer]
     b2n_steps = b2n_train = 0.0
     for dataset, n in CLASSES.items():
         if dataset == "imagenet":
             continue
-        steps, cost = training(method, method["b2n"], math.ceil(n / 2), name)
+        steps, cost = training(trainer, method.base2new.cfg_for(dataset), math.ceil(n / 2))
         b2n_steps, b2n_train = b2n_steps + steps, b2n_train + cost
-    in_steps, in_train = training(method, method["b2n_imagenet"], 500, name, TEST["imagenet"] // 2)
-    xd_steps, xd_train = training(method, method["xd"], 1000, name, TEST["imagenet"])
+    in_steps, in_train = training(trainer, method.base2new.cfg_for("imagenet"), 500, TEST["imagenet"] // 2)
+    xd_steps, xd_train = training(trainer, method.xd.cfg_for("imagenet"), 1000, TEST["imagenet"])
     small_test = sum(v for k, v in TEST.items() if k != "imagenet")
     return {
         "base-to-novel, 10 datasets": (b2n_steps, b2n_train, small_test),
@@ -88,9 +97,10 @@ def main(argv=None):
     print(f"| Method | Protocol (one seed) | Training steps | Training | Testing (images) | Total, 1 seed | "
           f"{args.seeds} seeds |")
     print("|---|---|---|---|---|---|---|")
-    for name, method in METHODS.items():
-        for protocol, (steps, train, test) in protocols(name, method).items():
-            shown = f"≤ {steps:,.0f} (cached features)" if method["image"] is None else f"{steps:,.0f}"
+    for name in COSTS:
+        for protocol, (steps, train, test) in protocols(name).items():
+            cached = COSTS[name]["image"] is None
+            shown = f"≤ {steps:,.0f} (cached features)" if cached else f"{steps:,.0f}"
             print(f"| {name} | {protocol} | {shown} | {duration(train, args.image_ms)} | "
                   f"{duration(test, args.image_ms)} ({test:,}) | {duration(train + test, args.image_ms)} | "
                   f"{duration(args.seeds * (train + test), args.image_ms)} |")

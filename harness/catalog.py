@@ -3,12 +3,15 @@
 - ``TRAINERS``: each trainer name, the module that registers it and its config node under
   ``TRAINER`` (the node holding ``PREC``). ``tests/test_cli.py`` checks this table against the real
   registry, so a new method must be added here (see docs/adding_a_method.md).
-- ``dataset_configs()`` / ``method_configs(trainer)``: the YAML stems found under ``configs/``.
+- ``dataset_configs()`` / ``method_configs(trainer)``: the YAML stems found under ``configs/``
+  (a trainer's config folder is the one ``harness/protocols.py`` names).
 - ``COMMON_OVERRIDES``: the ``KEY VALUE`` overrides most runs need.
 """
 import os
 import os.path as osp
 from collections import namedtuple
+
+from .protocols import METHODS
 
 __all__ = ["TRAINERS", "COMMON_OVERRIDES", "TrainerInfo", "dataset_configs", "method_configs", "config_dir",
            "precision_key", "CONFIGS"]
@@ -16,23 +19,21 @@ __all__ = ["TRAINERS", "COMMON_OVERRIDES", "TrainerInfo", "dataset_configs", "me
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, "configs")
 
-# module: the trainers module; node: TRAINER.<node> (None: no node of its own); configs: the folder
-# under configs/trainers/ holding its YAMLs.
-TrainerInfo = namedtuple("TrainerInfo", "module node configs description")
+# module: the trainers module; node: TRAINER.<node> (None: no node of its own).
+TrainerInfo = namedtuple("TrainerInfo", "module node description")
 
 TRAINERS = {
-    "ZeroshotCLIP": TrainerInfo("trainers.zsclip", None, "ZeroshotCLIP",
-                                "CLIP zero-shot with CoOp's per-dataset template (eval-only)"),
-    "ZeroshotCLIP2": TrainerInfo("trainers.zsclip", None, "ZeroshotCLIP",
-                                 "CLIP zero-shot with a template ensemble (eval-only)"),
-    "CLIP_Adapter": TrainerInfo("trainers.clip_adapter", "CLIP_ADAPTER", "CLIP_Adapter",
-                                "CLIP-Adapter (Gao et al.)"),
-    "MultiModalAdapter": TrainerInfo("trainers.mma", "MMADAPTER", "MultiModalAdapter",
-                                     "MMA, Multi-Modal Adapter (Yang et al., CVPR 2024)"),
-    "AttnMMAdapter": TrainerInfo("trainers.attn_mm_adapter", "ATTN_MM_ADAPTER", "AttnMMAdapter",
+    "ZeroshotCLIP": TrainerInfo("trainers.zsclip", None, "CLIP zero-shot with CoOp's per-dataset template (eval-only)"),
+    "ZeroshotCLIP2": TrainerInfo("trainers.zsclip", None, "CLIP zero-shot with a template ensemble (eval-only)"),
+    "CLIP_Adapter": TrainerInfo("trainers.clip_adapter", "CLIP_ADAPTER", "CLIP-Adapter (Gao et al., IJCV 2024)"),
+    "MultiModalAdapter": TrainerInfo("trainers.mma", "MMADAPTER", "MMA, Multi-Modal Adapter (Yang et al., CVPR 2024)"),
+    "AttnMMAdapter": TrainerInfo("trainers.attn_mm_adapter", "ATTN_MM_ADAPTER",
                                  "attention-based Multi-Modal Adapter (Seputis et al., 2024)"),
-    "MMRL": TrainerInfo("trainers.mmrl", "MMRL", "MMRL",
-                        "MMRL, Multi-Modal Representation Learning (Guo & Gu, CVPR 2025)"),
+    "MMRL": TrainerInfo("trainers.mmrl", "MMRL", "MMRL, Multi-Modal Representation Learning (Guo & Gu, CVPR 2025)"),
+    "MMRLpp": TrainerInfo("trainers.mmrl_pp", "MMRLpp", "MMRL++ (Guo & Gu, IJCV 2026)"),
+    "CoOp": TrainerInfo("trainers.coop", "COOP", "CoOp, Context Optimization (Zhou et al., IJCV 2022)"),
+    "CoCoOp": TrainerInfo("trainers.cocoop", "COCOOP", "CoCoOp, Conditional Context Optimization (Zhou et al., CVPR 2022)"),
+    "MaPLe": TrainerInfo("trainers.maple", "MAPLE", "MaPLe, Multi-modal Prompt Learning (Khattak et al., CVPR 2023)"),
 }
 
 COMMON_OVERRIDES = [
@@ -45,6 +46,7 @@ COMMON_OVERRIDES = [
     ("MODEL.BACKBONE.NAME ViT-B/16", "CLIP backbone: ViT-B/16, ViT-B/32, RN50, RN101, ..."),
     ("MODEL.BACKBONE.WEIGHTS /path/ViT-B-16.pt", "a local weights file (see docs/weights.md)"),
     ("TRAINER.<NODE>.PREC fp32", "fp16 | fp32 | amp; use fp32 on a CPU"),
+    ("TASK CD", "B2N | CD | FS: the protocol, for MMRL and MMRL++"),
     ("TEST.FINAL_MODEL best_val", "last_step | best_val: the model the final test uses"),
     ("USE_CUDA False", "run on the CPU even when a GPU is present"),
 ]
@@ -63,8 +65,8 @@ def dataset_configs():
 
 def config_dir(trainer):
     """``configs/trainers/<folder>`` of a trainer (ZeroshotCLIP2 shares ZeroshotCLIP's)."""
-    info = TRAINERS.get(trainer)
-    return osp.join(CONFIGS, "trainers", info.configs if info else trainer)
+    method = METHODS.get(trainer)
+    return osp.join(CONFIGS, "trainers", (method and method.config_dir) or trainer)
 
 
 def method_configs(trainer):

@@ -27,6 +27,7 @@ import re
 import shlex
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import uuid
@@ -36,7 +37,7 @@ from .fileio import atomic_write, remove_temp_files
 __all__ = [
     "RECORD_FILE", "FINISHED_FILE", "LOCK_FILE", "RunError", "Run", "FolderLock", "flatten_config",
     "config_identity", "config_hash", "split_identity", "code_version", "run_state", "read_record",
-    "read_finished", "stale_model",
+    "read_finished", "stale_model", "lock_holder",
 ]
 
 RECORD_FILE = "run.json"
@@ -55,8 +56,10 @@ RESULT_NEUTRAL_KEYS = {
 }
 # The trainers' speed switches, which give the same numbers on and off (each has an equivalence test).
 SPEED_SWITCHES = re.compile(r"^TRAINER\.[^.]+\.(CACHE_\w+|TRUNCATE_TEXT|SHARE_LOWER_LAYERS)$")
-# Keys of a trainer node that an evaluation may set differently from its training run.
-EVAL_MAY_DIFFER = re.compile(r"^TRAINER\.[^.]+\.PREC$")
+# Keys of a trainer node that an evaluation may set differently from its training run: the precision;
+# the regularisation weight λ, which only the training loss reads; MMRL++'s β, which the reference takes
+# from the evaluated dataset's table entry (a cross-dataset target's, mmrl_pp.md §9 #4).
+EVAL_MAY_DIFFER = re.compile(r"^TRAINER\.[^.]+\.(PREC|REG_WEIGHT)$|^TRAINER\.MMRLpp\.BETA$")
 
 
 class RunError(Exception):
@@ -218,6 +221,11 @@ def stale_model(directory):
     return None
 
 
+def lock_holder(directory):
+    """The holder of a run folder's lock (see ``FolderLock.holder``), or None when no run holds it."""
+    return FolderLock(directory).holder()
+
+
 def run_state(directory):
     """``finished``, ``unfinished``, ``legacy`` (a result log without a run record), ``foreign``
     (other content without a record) or ``new`` (nothing there)."""
@@ -294,6 +302,23 @@ class FolderLock:
         self.fd, self._key = fd, key
         FolderLock._held.add(key)
         return previous
+
+    def holder(self):
+        """Who holds the lock now (``{"pid", "host", "started", ...}``, ``{}`` if it left no note),
+        or None when it is free. Only looks (``F_GETLK``): taking the lock even for a moment could
+        make a run starting at that instant fail as "in use"."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock, whole file
+            lock_type = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))[0]
+            return None if lock_type == fcntl.F_UNLCK else (self._read(fd) or {})
+        finally:
+            os.close(fd)
 
     def release(self):
         if self.fd is None:

@@ -8,9 +8,9 @@
 # accuracies mean nothing; the point is the pipeline. Environment (defaults in brackets):
 #   DATA [data_mini]  OUTPUT [output/demo]  DATASETS ["caltech101 eurosat"]  SEEDS ["1 2"]
 #   METHODS ["clip_adapter mma attn_mm_adapter mmrl"]  SHOTS [2]  EPOCHS [2]
-# The runs are those of the per-method scripts (scripts/<method>/base2new_{train,test}.sh), queued
-# and executed in one Python process per seed (imports paid once), seeds in parallel, one CPU thread
-# each. Each run's full log is in its output folder (log.txt); console output in $OUTPUT/console/.
+# The runs are those of the per-method scripts (scripts/<method>/base2new_{train,test}.sh), run by
+# scripts/benchmark.py on JOBS [2] CPU workers (each imports the code once), one CPU thread each.
+# Each run's full log is in its output folder (log.txt); console output in $OUTPUT/benchmark/console/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,10 @@ DATASETS=${DATASETS:-"caltech101 eurosat"}
 SEEDS=${SEEDS:-"1 2"}
 METHODS=${METHODS:-"clip_adapter mma attn_mm_adapter mmrl"}
 EPOCHS=${EPOCHS:-2}
+JOBS=${JOBS:-2}
+declare -A TRAINER_OF=([clip_adapter]=CLIP_Adapter [mma]=MultiModalAdapter [attn_mm_adapter]=AttnMMAdapter [mmrl]=MMRL)
+TRAINERS=""
+for method in $METHODS; do TRAINERS="$TRAINERS ${TRAINER_OF[$method]:?unknown method $method}"; done
 # fp32 everywhere: "amp" means bf16 autocast on a CPU, which many CPUs emulate very slowly.
 PREC_FP32="TRAINER.MMADAPTER.PREC fp32 TRAINER.CLIP_ADAPTER.PREC fp32 TRAINER.MMRL.PREC fp32 TRAINER.ATTN_MM_ADAPTER.PREC fp32"
 export OPTS="MODEL.BACKBONE.NAME test-tiny MODEL.BACKBONE.WEIGHTS random DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH $EPOCHS $PREC_FP32 ${OPTS:-}"
@@ -32,31 +36,11 @@ echo "== Miniature datasets in $DATA: $DATASETS"
 # shellcheck disable=SC2086
 python -m datasets.mini --root "$DATA" --datasets $DATASETS | tail -n 1
 
-mkdir -p "$OUTPUT/console"
-
-# queue_and_run SEED STEP: queue STEP (train or test) of every method and dataset through the
-# method's own scripts, then run the queue in one Python process (see scripts/run_queue.py).
-queue_and_run() {
-    local seed="$1" step="$2" method dataset
-    local queue="$OUTPUT/console/queue_${step}_seed$seed.txt"
-    : > "$queue"
-    for method in $METHODS; do
-        for dataset in $DATASETS; do
-            RUN_QUEUE="$queue" bash "scripts/$method/base2new_$step.sh" "$dataset" "$seed"
-        done
-    done
-    python scripts/run_queue.py "$queue" --label "seed $seed $step " --console "$OUTPUT/console/seed$seed.txt"
-}
-
-echo "== Base-to-novel: $METHODS on $DATASETS, seeds $SEEDS (one process per seed, in parallel)"
-pids=()
-for seed in $SEEDS; do
-    { queue_and_run "$seed" train && queue_and_run "$seed" test; } & pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-if [ "$status" != 0 ]; then
-    echo "The demo failed; console output is in $OUTPUT/console/" >&2
+echo "== Base-to-novel: $METHODS on $DATASETS, seeds $SEEDS ($JOBS CPU workers)"
+# shellcheck disable=SC2086
+if ! python scripts/benchmark.py run --trainer $TRAINERS --protocol base2new --seeds $SEEDS --datasets $DATASETS \
+        --shots "$SHOTS" --gpus cpu --jobs "$JOBS" --no-table; then
+    echo "The demo failed; console output is in $OUTPUT/benchmark/console/" >&2
     exit 1
 fi
 

@@ -244,18 +244,18 @@ def test_a_config_change_into_a_used_folder_is_refused_naming_the_key(mini_root,
 
 def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(mini_root, tmp_path):
     out = str(tmp_path / "run")
-    read_end, write_end = os.pipe()
+    locked_read, locked_write = os.pipe()  # child -> parent: the lock is held
     pid = os.fork()
-    if pid == 0:  # holds the folder's lock until told to go
+    if pid == 0:  # holds the folder's lock until it is killed
         try:
             from harness.run import FolderLock
             os.makedirs(out)
             FolderLock(out).acquire("holder")
-            os.write(write_end, b"locked")
-            os.read(read_end, 1)
+            os.write(locked_write, b"locked")
+            signal.pause()
         finally:
             os._exit(0)
-    assert os.read(read_end, 6) == b"locked"
+    assert os.read(locked_read, 6) == b"locked"
     try:
         with pytest.raises(RunError, match=rf"in use by another run \(PID {pid} on "):
             run_train(probe(mini_root, out))

@@ -35,7 +35,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from .common.checkpoint import load_adapted_model
+from .common.checkpoint import find_reference_file, load_adapted_model, load_reference_weights
 from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
 from .common.templates import class_prompts, template_for
 from .common.utils import PRECISIONS, autocast_for, check_prec, report_trainable, text_features_for_prompts
@@ -44,6 +44,9 @@ __all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiM
            "AttnMMAdapter"]
 
 MASKS = ("cross_modal", "additive_01", "none")
+# The reference code (github dqmis/clip-mma) saves the whole model (``model_best.pth.tar``, its
+# adapter under ``adapter.*``, our layout) or the adapter alone (``adapter_state_dict.pt``).
+REFERENCE_FILES = ("model_best.pth.tar", "adapter_state_dict.pt")
 BLOCKS = ("mha", "transformer")
 ACTIVATIONS = ("none", "gelu")
 
@@ -287,6 +290,8 @@ class AttnMMAdapter(TrainerX):
             # resize to a 224 x 224 square instead of resizing the shorter side and center-cropping.
             print("No training augmentation (TRAIN_AUG False): training images get the test transform")
             custom_tfm_train = build_transform(self.cfg, is_train=False)
+        # Kept here for the training-feature cache: upstream Dassl's DataManager does not keep it.
+        self.train_transform = custom_tfm_train
         dm = DataManager(self.cfg, custom_tfm_train=custom_tfm_train)
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
@@ -337,6 +342,7 @@ class AttnMMAdapter(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
         self.epochs_without_improvement = 0  # early stopping (PATIENCE); part of the resume state
+        self.stop_training = False  # set by early stopping (upstream Dassl's engine has no such flag)
 
     # --- features: cached, or computed from the images of the batch -------------------------
 
@@ -392,7 +398,8 @@ class AttnMMAdapter(TrainerX):
         encode = self.model.encode_images
         if self.trains_on_cached_features():
             items = self.dm.dataset.train_x
-            cache = compute_image_features(encode, sequential_loader(self.cfg, items, self.dm.tfm_train), self.device)
+            loader = sequential_loader(self.cfg, items, self.train_transform)
+            cache = compute_image_features(encode, loader, self.device)
             self.train_loader_x = feature_loader_like(self.train_loader_x, cache)
             print(f"Training on cached image features ({len(cache):,} images, encoded once)")
         elif self.cfg.INPUT.GAUSSIAN_NOISE_STD > 0:
@@ -406,8 +413,16 @@ class AttnMMAdapter(TrainerX):
             self.val_loader = feature_loader_like(self.val_loader, cache)
             print(f"Validating on cached image features ({len(cache):,} images, encoded once)")
 
+    def run_epoch(self):
+        # Our engine ends its epoch loop once stop_training is set; upstream Dassl's loop runs on,
+        # so the epochs after an early stop do nothing there (no training, evaluation or checkpoint).
+        if not self.stop_training:
+            super().run_epoch()
+
     def after_epoch(self):
         """The engine's val evaluation and checkpoints, then the early-stopping check (PATIENCE)."""
+        if self.stop_training:
+            return
         best_before = self.best_result
         super().after_epoch()
         patience = self.cfg.TRAINER.ATTN_MM_ADAPTER.PATIENCE
@@ -422,7 +437,7 @@ class AttnMMAdapter(TrainerX):
             print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last {patience} "
                   f"epoch(s) (best {self.best_result:.1f}% after epoch {getattr(self, 'best_epoch', '?')})")
             self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
-            self.stop_training = True  # the engine's epoch loop ends here
+            self.stop_training = True  # our engine's epoch loop ends here (upstream's: see run_epoch)
 
     def extra_resume_state(self):
         return {"epochs_without_improvement": self.epochs_without_improvement}
@@ -431,5 +446,12 @@ class AttnMMAdapter(TrainerX):
         self.epochs_without_improvement = state["epochs_without_improvement"]
 
     def load_model(self, directory, epoch=None):
-        # The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
-        load_adapted_model(self, directory, epoch)
+        """Our checkpoints, or the reference code's files (``--model-dir`` = its output folder or a file).
+
+        The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
+        """
+        reference = find_reference_file(self, directory, REFERENCE_FILES, epoch)
+        if reference is None:
+            load_adapted_model(self, directory, epoch)
+        else:
+            load_reference_weights(self, reference, "attn_mm_adapter", prefix="adapter.")

@@ -2,14 +2,10 @@
 and the allowed values of the enumerated keys (``check_config_values``)."""
 import difflib
 
-from yacs.config import CfgNode as CN
-
 from dassl.data.transforms.transforms import AVAI_CHOICES
 from dassl.optim.lr_scheduler import AVAI_SCHEDS
 from dassl.optim.optimizer import AVAI_OPTIMS
 from harness.preflight import ConfigError
-
-from .common.utils import PRECISIONS
 
 __all__ = ["extend_cfg", "apply_dataset_overrides", "config_choices", "check_config_values"]
 
@@ -29,9 +25,6 @@ ENGINE_CHOICES = {
     "DATALOADER.TRAIN_U.SAMPLER": SAMPLERS,
     "DATALOADER.TEST.SAMPLER": SAMPLERS,
     "DATASET.SUBSAMPLE_CLASSES": ("all", "base", "new"),
-    "TRAINER.COOP.PREC": PRECISIONS,
-    "TRAINER.COOP.CLASS_TOKEN_POSITION": ("end", "middle", "front"),
-    "TRAINER.COCOOP.PREC": PRECISIONS,
 }
 # Keys holding a list, each element of which must be one of the values.
 ENGINE_LIST_CHOICES = {"INPUT.TRANSFORMS": tuple(AVAI_CHOICES)}
@@ -46,19 +39,7 @@ def extend_cfg(cfg):
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
-    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL)
-
-    # CoOp/CoCoOp nodes, so that their YAMLs (e.g. the *_ctxv1 files) merge without errors.
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16
-    cfg.TRAINER.COOP.CSC = False
-    cfg.TRAINER.COOP.CTX_INIT = ""
-    cfg.TRAINER.COOP.PREC = "fp16"
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
+    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
 
     for module in TRAINER_MODULES:
         add_config = getattr(module, "add_config", None)

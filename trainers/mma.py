@@ -18,9 +18,8 @@ from yacs.config import CfgNode as CN
 from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_pretrained_weights
 
-from .common.checkpoint import load_adapted_model
+from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.utils import (
     PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
 )
@@ -323,11 +322,7 @@ class MultiModalAdapter(TrainerX):
 
     def load_init_weights(self, path):
         """MODEL.INIT_WEIGHTS into the learner; the prompt buffers of this run's classes are kept."""
-        learner = self.model.adapter_learner
-        prompts = {name: getattr(learner, name).clone() for name in PROMPT_BUFFERS}
-        load_pretrained_weights(learner, path)
-        for name, value in prompts.items():
-            getattr(learner, name).copy_(value)
+        load_init_weights(self.model.adapter_learner, path, keep_buffers=PROMPT_BUFFERS)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)

@@ -1,5 +1,6 @@
 """Small file-system, seeding and string helpers."""
 import difflib
+import functools
 import errno
 import json
 import os
@@ -85,8 +86,13 @@ def read_image(path):
         return img.convert("RGB")
 
 
+@functools.lru_cache(maxsize=1)
 def collect_env_info():
-    """torch's environment report plus the Pillow version."""
+    """torch's environment report plus the Pillow version.
+
+    The report shells out to pip, lscpu and nvidia-smi (seconds); it cannot change within a
+    process, so it is computed once per process (the run queue and the tests run many runs each).
+    """
     import PIL
     try:
         from torch.utils.collect_env import get_pretty_env_info

@@ -81,6 +81,13 @@ class RandomTranslation:
         return self.crop(self.resize(img))
 
 
+class Random2DTranslation(RandomTranslation):
+    """Upstream's name and signature for ``RandomTranslation``: ``(height, width, p, interpolation)``."""
+
+    def __init__(self, height, width, p=0.5, interpolation=InterpolationMode.BILINEAR):
+        super().__init__((height, width), p=p, interpolation=interpolation)
+
+
 def build_transform(cfg, is_train=True, choices=None):
     """Compose the train or test pipeline from ``cfg.INPUT`` (prints each step)."""
     if cfg.INPUT.NO_TRANSFORM:
