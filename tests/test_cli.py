@@ -17,6 +17,7 @@ from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY
 from dassl.engine import trainer as engine
 from harness import catalog
+from harness.protocols import METHODS
 from harness.run import config_identity
 from helpers import read, run_train
 from trainers.config import check_config_values, config_choices, extend_cfg
@@ -75,6 +76,7 @@ def test_catalog_matches_the_trainer_registry():
             if TRAINER_REGISTRY.get(name).__module__ == module.__name__:
                 registered[name] = module.__name__
     assert registered == {name: info.module for name, info in catalog.TRAINERS.items()}
+    assert set(catalog.TRAINERS) == set(METHODS)  # every trainer has its protocol settings
     for name, info in catalog.TRAINERS.items():
         importlib.import_module(info.module)
         if info.node is not None:

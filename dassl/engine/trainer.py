@@ -414,7 +414,8 @@ class SimpleTrainer(TrainerBase):
             if self.cfg.TRAIN.CHECKPOINT_FREQ > 0 else False
         )
         if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
-            curr_result = self.test(split="val")
+            with log_only():  # every epoch's val result goes to log.txt; the console shows progress
+                curr_result = self.test(split="val")
             is_best = curr_result > self.best_result
             if is_best:
                 self.best_result = curr_result
