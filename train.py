@@ -257,6 +257,13 @@ def print_built(trainer, seconds):
 # A run
 # ---------------------------------------------------------------------------------------------
 
+def collect_env_info():
+    """The environment report written to log.txt (dassl's; imported here because it needs torch)."""
+    from dassl.utils import collect_env_info as report
+
+    return report()
+
+
 def import_registries():
     """Import the dataset readers and trainers: their decorators fill the registries."""
     import datasets  # noqa: F401
@@ -268,7 +275,7 @@ def execute(cfg, args, run, notes):
     import torch
 
     from dassl.engine import build_trainer
-    from dassl.utils import collect_env_info, set_random_seed
+    from dassl.utils import set_random_seed
 
     with log_only():
         if cfg.SEED >= 0:

@@ -12,8 +12,8 @@ import zipfile
 __all__ = ["ConfigError", "torch_file_problem", "check_torch_file", "check_model_dir", "check_resume_dir"]
 
 
-class ConfigError(Exception):
-    """A user mistake in the command line, config or input files, reported in one line."""
+class ConfigError(ValueError):
+    """A user mistake in the command line, config or input files (a bad value), reported in one line."""
 
 
 def _looks_like_text(head):
@@ -74,6 +74,7 @@ def check_torch_file(path, what, fix):
 
 
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".bin")
 
 
 def _model_files(model_dir):
@@ -91,13 +92,21 @@ def _model_files(model_dir):
 
 def check_model_dir(model_dir, load_epoch, needs_weights=True):
     """``--model-dir`` of an evaluation: a folder holding ``<name>/model.pth.tar-<epoch>`` (or
-    ``model-best.pth.tar`` without ``--load-epoch``) in readable form."""
+    ``model-best.pth.tar`` without ``--load-epoch``) in readable form. A trainer may also read a
+    reference code's own files (e.g. the attention adapter's ``adapter_state_dict.pt``, in the folder
+    or named directly): those only have to look like PyTorch files."""
+    fix = "rerun the training that wrote it (or use another epoch)"
+    if osp.isfile(model_dir):
+        check_torch_file(model_dir, "--model-dir", fix)
+        return
     if not osp.isdir(model_dir):
-        what = "is a file, not a folder" if osp.exists(model_dir) else "not found"
-        raise ConfigError(f'--model-dir "{model_dir}" {what}: pass the output folder of the training run')
+        raise ConfigError(f'--model-dir "{model_dir}" not found: pass the output folder of the training run')
     found = _model_files(model_dir)
     if not found:
-        if needs_weights:
+        others = sorted(n for n in os.listdir(model_dir) if n.endswith(_WEIGHT_SUFFIXES) and not n.startswith("."))
+        for name in others:
+            check_torch_file(osp.join(model_dir, name), "--model-dir", fix)
+        if needs_weights and not others:
             raise ConfigError(f'--model-dir "{model_dir}" holds no checkpoint (no <model>/model.pth.tar-N): '
                               "train first, or pass the output folder of a finished training run")
         return
@@ -110,7 +119,7 @@ def check_model_dir(model_dir, load_epoch, needs_weights=True):
         options = [f"--load-epoch {e}" for e in epochs] + (["no --load-epoch (model-best.pth.tar)"] if best else [])
         raise ConfigError(f'--model-dir "{model_dir}" has no {wanted}: use {" or ".join(options)}')
     for path in matches:
-        check_torch_file(path, "--model-dir", "rerun the training that wrote it (or use another epoch)")
+        check_torch_file(path, "--model-dir", fix)
 
 
 def check_resume_dir(directory, resume_state_file):

@@ -225,7 +225,7 @@ def test_local_runner_survives_failures_and_a_killed_worker_then_restarts(tmp_pa
     assert first.returncode == 1, first.stderr[-3000:]
     assert osp.exists(tmp_path / "killed")
     assert f"died (killed by signal SIGKILL) while running {killed.relative_to(output)}" in first.stderr
-    assert "FAILED base2new/train_base/dtd/shots_1/MMRL/vit_b16/seed1: FileNotFoundError: DescribableTextures" \
+    assert "FAILED base2new/train_base/dtd/shots_1/MMRL/vit_b16/seed1: ConfigError: DescribableTextures" \
            in first.stderr
     assert f"log: {output}/base2new/train_base/dtd/shots_1/MMRL/vit_b16/seed1/log.txt" in first.stderr
     assert "8 run(s) did not finish" in first.stderr and "blocked: its training" in first.stderr

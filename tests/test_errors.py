@@ -212,6 +212,13 @@ def test_damaged_checkpoint_in_model_dir(caltech, tmp_path, capsys, damage):
           "is empty" if damage == "empty" else "is truncated")
 
 
+def test_model_dir_naming_a_damaged_file(caltech, tmp_path, capsys):
+    """--model-dir may name a reference code's weights file directly; it must still be PyTorch's."""
+    (tmp_path / "adapter_state_dict.pt").write_text("not weights\n")
+    fails(eval_args(caltech, tmp_path, tmp_path / "adapter_state_dict.pt"), capsys, "adapter_state_dict.pt",
+          "is a text file")
+
+
 def test_empty_checkpoint_pointer_of_the_run_to_resume(caltech, tmp_path, capsys):
     old = tmp_path / "old" / "adapter_learner"
     old.mkdir(parents=True)

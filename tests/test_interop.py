@@ -265,7 +265,8 @@ def test_cache_error_from_the_command_line(eurosat6, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train.cli(["--root", eurosat6, "--trainer", "ZeroshotCLIP", "--eval-only", "--seed", "1", "--output-dir",
                    str(tmp_path / "out"), "--dataset-config-file", osp.join(REPO, "configs/datasets/eurosat.yaml"),
-                   "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0"])
+                   "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "test-tiny",
+                   "MODEL.BACKBONE.WEIGHTS", "random"])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"error: cache {shared} (not written by this project) cannot be used: unreadable")

@@ -505,7 +505,7 @@ def test_learning_rate_per_epoch(cfg_name, expected):
 
 
 @pytest.mark.parametrize("opts, message", [
-    (("TRAINER.MAPLE.PREC", "bf16"), "TRAINER.MAPLE.PREC must be one of"),
+    (("TRAINER.MAPLE.PREC", "bf16"), 'TRAINER.MAPLE.PREC "bf16" is not allowed'),  # before building
     (("TRAINER.MAPLE.PROMPT_DEPTH", "0"), "PROMPT_DEPTH must be at least 1"),
     (("TRAINER.MAPLE.PROMPT_DEPTH", "13"), "PROMPT_DEPTH 13 exceeds the 12 blocks"),
     (("TRAINER.MAPLE.CTX_INIT", "a photo", "TRAINER.MAPLE.N_CTX", "3"), 'CTX_INIT "a photo" has 2 tokens'),

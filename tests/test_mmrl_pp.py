@@ -242,7 +242,7 @@ def test_per_dataset_table_by_task(tmp_path):
 
 
 def test_fp16_and_bad_beta_rejected(toy_root, tmp_path):
-    with pytest.raises(ValueError, match="PREC \"fp16\" is not supported"):
+    with pytest.raises(ValueError, match='TRAINER.MMRLpp.PREC "fp16" is not allowed: use one of amp, fp32'):
         build(toy_root, str(tmp_path), "TRAINER.MMRLpp.PREC", "fp16")
     with pytest.raises(ValueError, match="BETA must lie in"):
         build(toy_root, str(tmp_path), "TRAINER.MMRLpp.BETA", "1.5")
