@@ -259,6 +259,6 @@ def test_local_runner_survives_failures_and_a_killed_worker_then_restarts(tmp_pa
     lines = listing.stdout.splitlines()
     assert lines[0].split() == ["STATE", "RUN", "LOG"]
     assert sum(line.startswith("finished ") for line in lines) == 8
-    assert any(line.startswith("failed ") and "train_base/dtd" in line and "FileNotFoundError" in line
+    assert any(line.startswith("failed ") and "train_base/dtd" in line and "ConfigError" in line
                for line in lines)
     assert sum(line.startswith("blocked ") for line in lines) == 4
