@@ -8,6 +8,8 @@ and the method modules are imported once the arguments are parsed. Every input i
 the output folder is created; a problem is one line ``error: ...`` and exit status 2.
 """
 import argparse
+import contextlib
+import io
 import os
 import signal
 import sys
@@ -125,7 +127,9 @@ def setup_cfg(args, notes=None):
             merge_yaml(cfg, path, what, args.trainer)
     reset_cfg(cfg, args)
     _task_from_opts(cfg, args.opts)
-    apply_dataset_overrides(cfg)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # e.g. MMRL's per-dataset settings: shown with the header
+        apply_dataset_overrides(cfg)
     if len(args.opts) % 2:
         raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number: {args.opts}")
     try:
@@ -138,7 +142,9 @@ def setup_cfg(args, notes=None):
     check_config_values(cfg)
     capped = cap_workers(cfg)
     if notes is not None:
-        notes.extend(capped)
+        notes.extend(printed.getvalue().splitlines() + capped)
+    else:
+        print(printed.getvalue() + "".join(note + "\n" for note in capped), end="")
     cfg.freeze()
     return cfg
 
