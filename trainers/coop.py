@@ -14,7 +14,8 @@ and trainer pieces. Spec: coop.md.
 Speed, with the same numbers: the prompts do not depend on the image, so the text tower runs once
 per training step for all classes and once per evaluation (cached while the learner is in eval
 mode); it runs only up to the longest prompt's end-of-text token (later positions cannot matter
-under the causal mask); the frozen image tower runs without autograd.
+under the causal mask); the frozen image tower runs without autograd, and at evaluation its test
+features come from the eval cache (``trainers/common/eval_inputs.py``; ``EVAL_CACHE.FEATURES``).
 """
 import warnings
 
@@ -30,6 +31,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import EvalCache
+from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.utils import PRECISIONS, check_prec, cross_entropy_step, make_grad_scaler, report_trainable
 
 __all__ = [
@@ -171,12 +173,12 @@ def l2_normalize(x):
 
 @torch.no_grad()
 def frozen_image_features(clip_model, images):
-    """Normalised f(x) [B, D] from CLIP's frozen image tower (no autograd)."""
-    return l2_normalize(clip_model.encode_image(images.to(model_dtype(clip_model))))
+    """Normalised f(x) [B, D] from CLIP's frozen image tower (no autograd), or from its cached output [B, D]."""
+    return l2_normalize(clip_image_features(clip_model, images))
 
 
 class CoOpCLIP(nn.Module):
-    """Frozen CLIP plus ``prompt_learner``; ``forward(images [B, 3, H, W]) -> logits [B, C]``."""
+    """Frozen CLIP plus ``prompt_learner``; ``forward(images [B, 3, H, W] or cached features [B, D]) -> logits [B, C]``."""
 
     def __init__(self, clip_model, prompt_learner, truncate_text=True, cache_eval_text=True):
         super().__init__()
@@ -240,6 +242,7 @@ def setup_prompt_learner(trainer, learner):
     trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
     trainer.register_model(MODEL_NAME, learner, trainer.optim, trainer.sched)
     trainer.scaler = make_grad_scaler(trainer.prec, trainer.device)
+    install_clip_feature_cache(trainer, trainer.model.clip_model)  # test/val: the image tower is not prompted
 
 
 def load_prompt_learner(trainer, directory, epoch=None):
@@ -283,6 +286,9 @@ class CoOp(TrainerX):
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return eval_batch(batch, self.device)
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

@@ -29,6 +29,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
+from .common.eval_inputs import install_image_cache
 from .common.utils import PRECISIONS, check_prec, cross_entropy_step, make_grad_scaler, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
@@ -269,6 +270,7 @@ class MaPLe(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, registered, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def forward_backward(self, batch):
         return cross_entropy_step(self, *self.parse_batch_train(batch))  # loss = CE(logits, y)

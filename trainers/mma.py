@@ -20,6 +20,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
+from .common.eval_inputs import install_image_cache
 from .common.utils import (
     PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
 )
@@ -319,6 +320,7 @@ class MultiModalAdapter(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(MODEL_NAME, learner, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def load_init_weights(self, path):
         """MODEL.INIT_WEIGHTS into the learner; the prompt buffers of this run's classes are kept."""

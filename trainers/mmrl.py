@@ -31,6 +31,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model
+from .common.eval_inputs import install_image_cache
 from .common.templates import class_prompts, template_for
 from .common.utils import (
     PRECISIONS, autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
@@ -428,6 +429,7 @@ class MMRL(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def autocast(self):
         return autocast_for(self.device, enabled=self.prec == "amp")
