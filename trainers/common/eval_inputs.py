@@ -390,8 +390,10 @@ class PreprocessedImages(Dataset):
             block = np.array(self.pixels()[rows[0]:rows[-1] + 1])  # one contiguous read
         else:
             block = self.pixels()[rows]
-        images = torch.from_numpy(block).permute(0, 3, 1, 2).contiguous()
-        images = images.to(torch.get_default_dtype()).div(255)  # ToTensor's scaling
+        # ToTensor: [H, W, 3] -> [3, H, W], to float, / 255; converted and transposed in one pass.
+        images = torch.empty((len(rows), 3, *self.shape[1:3]), dtype=torch.get_default_dtype())
+        images.copy_(torch.from_numpy(block).permute(0, 3, 1, 2))
+        images.div_(255)
         for step in self.tensor_steps:
             images = apply_tensor_step(step, images)
         index = torch.from_numpy(positions)
