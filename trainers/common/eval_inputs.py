@@ -47,6 +47,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from clip import model_dtype
 from dassl.data.data_manager import build_data_loader
+from harness.console import log_only
 from harness.disk_cache import DiskCache, key_digest
 
 from .eval_cache import autocast_state
@@ -160,6 +161,12 @@ def _device_identity(device):
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
+def _log(line):
+    """A line for log.txt (the console shows only notes, warnings, progress and results)."""
+    with log_only():
+        print(line)
+
+
 def _entry(store, kind, key, what, read, create):
     """``read(entry)`` of cache entry ``key``, else ``create()``, holding the key's lock throughout."""
     with store.lock(key, what):
@@ -203,6 +210,7 @@ class CachedFeatureLoader:
 
     def __init__(self, image_loader, load):
         self.image_loader = image_loader
+        self.dataset = image_loader.dataset  # the split's items (what len(loader.dataset) counts)
         self.batch_size = image_loader.batch_size
         self._load = load
         self._features = None
@@ -249,8 +257,8 @@ class FrozenImageFeatures:
 
         def read(entry):
             features = features_from_entry(entry, items)
-            print(f"{split.capitalize()} image features: {len(features):,} images from the eval cache "
-                  f"({self.store.directory})")
+            _log(f"{split.capitalize()} image features: {len(features):,} images from the eval cache "
+                 f"({self.store.directory})")
             return features
 
         def create():
@@ -260,7 +268,7 @@ class FrozenImageFeatures:
                 stored = "stored in the eval cache"
             except (OSError, ValueError) as error:
                 stored = f"not stored ({error})"
-            print(f"{split.capitalize()} image features: computed for {len(features):,} images, {stored}")
+            _log(f"{split.capitalize()} image features: computed for {len(features):,} images, {stored}")
             return features
 
         return _entry(self.store, "features", key, f"the {split} image features of {fields['dataset']}",
@@ -432,21 +440,22 @@ class CachedImageLoader:
     def __init__(self, cfg, split, image_loader, store, pil_steps, tensor_steps):
         self.cfg, self.split, self.image_loader, self.store = cfg, split, image_loader, store
         self.pil_steps, self.tensor_steps = pil_steps, tensor_steps
+        self.dataset = image_loader.dataset  # the split's items (what len(loader.dataset) counts)
         self.batch_size = image_loader.batch_size
-        self._dataset = None
+        self._preprocessed = None
 
     def __len__(self):
         return len(self.image_loader)
 
     def __iter__(self):
-        if self._dataset is None:
-            self._dataset = self._open() or False
-        if self._dataset is False:
+        if self._preprocessed is None:
+            self._preprocessed = self._open() or False
+        if self._preprocessed is False:
             return iter(self.image_loader)
         loader = self.image_loader
-        sampler = RandomSampler(self._dataset) if isinstance(loader.sampler, RandomSampler) else \
-            SequentialSampler(self._dataset)
-        return iter(DataLoader(self._dataset, sampler=BatchSampler(sampler, loader.batch_size, drop_last=False),
+        sampler = RandomSampler(self._preprocessed) if isinstance(loader.sampler, RandomSampler) else \
+            SequentialSampler(self._preprocessed)
+        return iter(DataLoader(self._preprocessed, sampler=BatchSampler(sampler, loader.batch_size, drop_last=False),
                                batch_size=None, num_workers=loader.num_workers, pin_memory=loader.pin_memory))
 
     def _open(self):
@@ -473,8 +482,8 @@ class CachedImageLoader:
             return PreprocessedImages(entry.path, entry.offset, shape, rows, items, self.tensor_steps)
 
         def create():
-            print(f"Decoding the {self.split} images once into the eval cache ({len(items):,} images, "
-                  f"{size / 1e6:,.0f} MB in {self.store.directory})")
+            _log(f"Decoding the {self.split} images once into the eval cache ({len(items):,} images, "
+                 f"{size / 1e6:,.0f} MB in {self.store.directory})")
             decode = build_data_loader(cfg, sampler_type="SequentialSampler", data_source=items,
                                        batch_size=loader.batch_size, tfm=T.Compose(self.pil_steps + [PILToUint8()]),
                                        is_train=False, dataset_wrapper=type(loader.dataset))
@@ -491,7 +500,7 @@ class CachedImageLoader:
 
         dataset = _entry(self.store, "images", key, f"the {self.split} images of {cfg.DATASET.NAME}", read, create)
         if dataset is not None:
-            print(f"{self.split.capitalize()} images: {len(dataset):,} preprocessed images from the eval cache")
+            _log(f"{self.split.capitalize()} images: {len(dataset):,} preprocessed images from the eval cache")
         return dataset
 
 
