@@ -9,6 +9,8 @@ import warnings
 import open_clip
 import torch
 
+from .attention import adopt_blocks
+
 __all__ = ["available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters"]
 
 # OpenAI's weights need QuickGELU; plain open_clip names build nn.GELU and give different features.
@@ -69,7 +71,9 @@ def _create(arch):
             f'Unknown CLIP model "{arch}" (MODEL.BACKBONE.NAME). Use one of {choices}, '
             "or any name from open_clip.list_models()."
         )
-    return open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+    model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+    adopt_blocks(model)  # same blocks, faster where autograd records or autocast is on (clip/attention.py)
+    return model
 
 
 def _state_dict_from_file(path):

@@ -196,6 +196,9 @@ class MultiModalAdapterCLIP(nn.Module):
     def clear_caches(self):
         self._frozen_text = {}  # (length, device, autocast state) -> hidden state [n_cls, length, d_t]
         self._eval_text_features = None  # [n_cls, embed_dim], normalised
+        tokens = self.adapter_learner.tokenized_prompts
+        # Positions the text tower runs on; read from the prompts once, not at every step (a host sync).
+        self.text_length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
 
     # --- adapted blocks, shared by both towers ---
 
@@ -238,7 +241,7 @@ class MultiModalAdapterCLIP(nn.Module):
     def encode_text(self):
         """Text features of all class prompts, through the adapted text tower: ``[n_cls, embed_dim]``."""
         tokens = self.adapter_learner.tokenized_prompts
-        length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
+        length = self.text_length
         # With slot 0 the very first step trains, so nothing is frozen below the adapters.
         x = self.text_input(length) if self.start == 0 else self.frozen_text_hidden(length)
         x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, length))

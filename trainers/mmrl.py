@@ -203,7 +203,8 @@ def representation_hook(tokens_by_layer, first_layer, n_tokens, beta=1.0):
             return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
         if beta != 1.0:
             tokens = beta * tokens + (1 - beta) * x[:, 1:1 + n_tokens]
-        return torch.cat([x[:, :1], tokens, x[:, 1 + n_tokens:]], dim=1)
+        # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
+        return x.slice_scatter(tokens, dim=1, start=1, end=1 + n_tokens)
     return before_block
 
 
@@ -437,7 +438,8 @@ class MMRL(TrainerX):
                             self.alpha, self.reg_weight)
         backward_and_step(self, loss, self.scaler)
         logits = fused_logits(out.class_logits, out.rep_logits, self.alpha)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
+        # Tensors: the engine's meters read them at the next log line, not at every step.
+        summary = {"loss": loss.detach(), "acc": compute_accuracy(logits, labels)[0]}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary

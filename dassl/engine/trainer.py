@@ -476,6 +476,7 @@ class TrainerX(SimpleTrainer):
             bar.update(1)
             report_train_step(self, losses, batch_time, data_time, bar)
             end = time.time()
+        write_pending_train_scalars(self)
         bar.close()
 
     def parse_batch_train(self, batch):
@@ -487,10 +488,16 @@ class TrainerX(SimpleTrainer):
 
 def report_train_step(trainer, losses, batch_time, data_time, bar=None):
     """After batch ``trainer.batch_idx``: print the progress line every ``TRAIN.PRINT_FREQ`` batches
-    (every batch when the epoch is shorter) and write ``train/<loss>`` and ``train/lr`` scalars."""
+    (every batch when the epoch is shorter) and write ``train/<loss>`` and ``train/lr`` scalars.
+
+    The losses may be device tensors: they are read only on a printing step or at the epoch's last
+    batch (one transfer), and the scalars of the steps in between are written then, with their own
+    step numbers and values.
+    """
     num_batches = trainer.num_batches
     print_freq = trainer.cfg.TRAIN.PRINT_FREQ
-    if (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq:
+    printing = (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq
+    if printing:
         nb_remain = num_batches - trainer.batch_idx - 1
         nb_remain += (trainer.max_epoch - trainer.epoch - 1) * num_batches
         eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
@@ -507,10 +514,28 @@ def report_train_step(trainer, losses, batch_time, data_time, bar=None):
             bar.write(line, file=sys.stdout)
         else:
             print(line)
+    if getattr(trainer, "_writer", None) is None:
+        return
+    # Per step: its number, the lr, and how many updates each loss meter had (its average after them).
+    pending = trainer.__dict__.setdefault("_pending_train_scalars", [])
     n_iter = trainer.epoch * num_batches + trainer.batch_idx
-    for name, meter in losses.meters.items():
-        trainer.write_scalar("train/" + name, meter.avg, n_iter)
-    trainer.write_scalar("train/lr", trainer.get_current_lr(), n_iter)
+    pending.append((n_iter, trainer.get_current_lr(), losses, {k: m.updates for k, m in losses.meters.items()}))
+    if printing or trainer.batch_idx + 1 == num_batches:
+        write_pending_train_scalars(trainer)
+
+
+def write_pending_train_scalars(trainer):
+    """Write the ``train/*`` scalars queued by ``report_train_step`` (reads the losses once)."""
+    pending = trainer.__dict__.get("_pending_train_scalars")
+    if not pending:
+        return
+    for losses in {id(p[2]): p[2] for p in pending}.values():
+        losses.settle()
+    for n_iter, lr, losses, updates in pending:
+        for name, count in updates.items():
+            trainer.write_scalar("train/" + name, losses.meters[name].history[count - 1], n_iter)
+        trainer.write_scalar("train/lr", lr, n_iter)
+    pending.clear()
 
 
 def _endless(loader):
@@ -563,6 +588,7 @@ class TrainerXU(SimpleTrainer):
             bar.update(1)
             report_train_step(self, losses, batch_time, data_time, bar)
             end = time.time()
+        write_pending_train_scalars(self)
         bar.close()
 
     def parse_batch_train(self, batch_x, batch_u):

@@ -73,7 +73,8 @@ def cross_entropy_step(trainer, image, label):
     """One CoOp-family training step of ``trainer.model`` with plain cross-entropy.
 
     Forward under autocast when ``trainer.prec`` is amp, (scaled) backward and optimiser step, and
-    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary.
+    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary
+    (one-element tensors; reading them at every step would wait for the device).
     """
     import torch.nn.functional as F
 
@@ -83,7 +84,8 @@ def cross_entropy_step(trainer, image, label):
         output = trainer.model(image)
         loss = F.cross_entropy(output, label)
     backward_and_step(trainer, loss, trainer.scaler)
-    summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+    # Tensors: the engine's meters read them at the next log line, not at every step.
+    summary = {"loss": loss.detach(), "acc": compute_accuracy(output, label)[0]}
     if (trainer.batch_idx + 1) == trainer.num_batches:
         trainer.update_lr()
     return summary
