@@ -26,7 +26,8 @@ from yacs.config import CfgNode as CN
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
-from .common.utils import check_prec, cross_entropy_step
+from .common.precision import check_prec
+from .common.utils import cross_entropy_step
 from .coop import (
     PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
 )

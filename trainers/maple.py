@@ -20,7 +20,6 @@ from typing import List, NamedTuple
 
 import torch
 import torch.nn as nn
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
@@ -29,7 +28,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
-from .common.utils import check_prec, cross_entropy_step, make_grad_scaler, report_trainable
+from .common.precision import check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
 
@@ -235,10 +235,7 @@ class MaPLe(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.MAPLE
-        self.prec = node.PREC
-        if self.prec == "fp16" and self.device.type != "cuda":
-            print("Note: PREC fp16 needs a GPU; MaPLe runs in fp32 on the CPU")
-            self.prec = "fp32"
+        self.prec = run_precision(node.PREC, self.device, "MaPLe")
         if node.CTX_INIT and node.N_CTX > MAX_INIT_CTX:
             print(f"Note: CTX_INIT is ignored for N_CTX > {MAX_INIT_CTX} (as in the reference); random context")
 
@@ -250,7 +247,7 @@ class MaPLe(TrainerX):
         for param in clip_model.parameters():
             param.requires_grad_(False)
         if self.prec == "fp16":
-            convert_weights_to_lp(clip_model)  # OpenAI's fp16 CLIP (LayerNorms fp32); ctx and proj follow
+            to_openai_fp16(clip_model)  # ctx and proj follow CLIP's dtype
 
         print("Building MaPLe (multi-modal prompt learner)")
         learner = MultiModalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,

@@ -20,9 +20,8 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
-from .common.utils import (
-    check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
-)
+from .common.precision import check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, freeze_except, report_trainable
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
 MODEL_NAME = "adapter_learner"
@@ -295,13 +294,13 @@ class MultiModalAdapter(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        self.prec = cfg.TRAINER.MMADAPTER.PREC
+        self.prec = run_precision(cfg.TRAINER.MMADAPTER.PREC, self.device, "MMA")
         classnames = self.dm.dataset.classnames
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)  # fp32
         if self.prec == "fp16":
-            clip_model.half()
+            to_openai_fp16(clip_model)  # mma.md §9: OpenAI's fp16 build; LayerNorms stay fp32
 
         print("Building MMA (multi-modal adapters)")
         self.model = MultiModalAdapterCLIP(cfg, classnames, clip_model)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, tokenize
@@ -32,9 +31,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model
 from .common.templates import class_prompts, template_for
-from .common.utils import (
-    autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
-)
+from .common.precision import autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
 
 __all__ = [
     "add_config", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
@@ -386,7 +384,7 @@ class MMRL(TrainerX):
     def build_model(self):
         cfg = self.cfg
         mcfg = cfg.TRAINER[self.CONFIG_NODE]
-        self.prec = mcfg.PREC
+        self.prec = run_precision(mcfg.PREC, self.device, cfg.TRAINER.NAME)
         self.alpha = mcfg.ALPHA
         self.reg_weight = mcfg.REG_WEIGHT
         classnames = self.dm.dataset.classnames
@@ -402,7 +400,7 @@ class MMRL(TrainerX):
         for p in clip_model.parameters():
             p.requires_grad_(False)
         if self.prec == "fp16":
-            convert_weights_to_lp(clip_model)  # OpenAI's fp16 CLIP (LayerNorms stay fp32)
+            to_openai_fp16(clip_model)
 
         print(f"Building {cfg.TRAINER.NAME}")
         learner = self.build_learner(clip_model, mcfg)

@@ -1,17 +1,12 @@
-"""Small helpers every CLIP trainer uses."""
+"""Small helpers every CLIP trainer uses (precision modes: ``precision.py``, re-exported here)."""
 import torch
+
+from .precision import autocast_for, check_prec, make_grad_scaler  # noqa: F401
 
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
     "make_grad_scaler", "backward_and_step", "cross_entropy_step",
 ]
-
-PRECISIONS = ("fp16", "fp32", "amp")
-
-
-def check_prec(prec, key):
-    if prec not in PRECISIONS:
-        raise ValueError(f'{key} must be one of {PRECISIONS}, got "{prec}"')
 
 
 def freeze_except(module, trainable_substrings):
@@ -29,13 +24,6 @@ def report_trainable(module):
     return count
 
 
-def autocast_for(device, enabled=True):
-    """Mixed precision: fp16 autocast on CUDA, bf16 autocast on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
 @torch.no_grad()
 def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
     """L2-normalised text features [len(prompts), embed_dim] of fixed prompts (frozen CLIP)."""
@@ -46,13 +34,6 @@ def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
         f = layerwise.encode_text(clip_model, tokens)
         feats.append(f / f.norm(dim=-1, keepdim=True))
     return torch.cat(feats)
-
-
-def make_grad_scaler(prec, device):
-    """A GradScaler for ``amp`` on CUDA; None otherwise (bf16 autocast on CPU needs no scaling)."""
-    if prec == "amp" and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
 
 
 def backward_and_step(trainer, loss, scaler=None, names=None):
