@@ -28,9 +28,7 @@ import benchlib  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainer", required=True)
-    parser.add_argument("--config-file", default="", help="default: the trainer's base-to-novel ViT-B/16 config")
-    parser.add_argument("--prec", default="config", choices=("config", "fp32", "amp", "fp16"))
+    benchlib.add_trainer_args(parser)
     parser.add_argument("--classes", type=int, default=10, help="classes in all (half base, half new)")
     parser.add_argument("--shots", type=int, default=16, help="training images per base class")
     parser.add_argument("--test-per-class", type=int, default=20)

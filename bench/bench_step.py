@@ -27,16 +27,13 @@ import benchlib  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainer", required=True)
-    parser.add_argument("--config-file", default="", help="default: the trainer's base-to-novel ViT-B/16 config")
+    benchlib.add_trainer_args(parser)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mode", choices=("train", "eval"), default="train")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="default: the config's TRAIN_X (train) or TEST (eval) batch size")
     parser.add_argument("--classes", type=int, default=50, help="number of classes (text prompts)")
-    parser.add_argument("--prec", default="config", choices=("config", "fp32", "amp", "fp16"),
-                        help="the trainer's PREC (default: the config's)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 

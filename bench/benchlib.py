@@ -162,6 +162,14 @@ def prec_opts(trainer, prec):
     return [key, prec]
 
 
+def add_trainer_args(parser, prec_default="config"):
+    """``--trainer``, ``--config-file`` and ``--prec``, as every benchmark takes them."""
+    parser.add_argument("--trainer", required=True)
+    parser.add_argument("--config-file", default="", help="default: the trainer's base-to-novel ViT-B/16 config")
+    parser.add_argument("--prec", default=prec_default, choices=("config", "fp32", "amp", "fp16"),
+                        help="the trainer's PREC (config: the YAML's)")
+
+
 def build(trainer, config_file, root, output_dir, opts=(), backbone="ViT-B/16", weights="random",
           dataset=DATASET_NAME, workers=0):
     """A trainer as ``train.py`` builds it (no run record), on the dataset under ``root``."""
