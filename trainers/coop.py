@@ -21,7 +21,6 @@ import warnings
 
 import torch
 import torch.nn as nn
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu, model_dtype, tokenize
@@ -32,7 +31,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import EvalCache
 from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
-from .common.utils import PRECISIONS, check_prec, cross_entropy_step, make_grad_scaler, report_trainable
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = [
     "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
@@ -213,9 +213,7 @@ def frozen_clip(cfg, prec, device):
 
     ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
     """
-    if prec == "fp16" and device.type != "cuda":
-        print("Note: PREC fp16 needs a GPU; running in fp32 on the CPU")
-        prec = "fp32"
+    prec = run_precision(prec, device, cfg.TRAINER.NAME)
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
     clip_model = load_clip_to_cpu(cfg)
     size = clip_model.visual.image_size
@@ -226,7 +224,7 @@ def frozen_clip(cfg, prec, device):
     for param in clip_model.parameters():
         param.requires_grad_(False)
     if prec == "fp16":
-        convert_weights_to_lp(clip_model)
+        to_openai_fp16(clip_model)
     return clip_model, prec
 
 
