@@ -8,17 +8,24 @@ Per-folder mode (output compatible with CoOp's parser)::
 Every non-hidden sub-folder of DIRECTORY (usually ``seed1``, ``seed2``, ...) must hold a
 ``log.txt``; the last ``* accuracy: X%`` line at or after the end signal (``Finish training``,
 or ``=> result`` with ``--test-log``) is that run's accuracy. The per-file lines and the
-summary are printed and also written to ``DIRECTORY/parse.txt``.
+summary are printed and also written, with any warnings, to ``DIRECTORY/.parse.txt`` (hidden, so
+that CoOp's own parser, which expects every visible entry to be a run folder, still works there).
+Only exact result lines count (``* accuracy: 91.8%`` on a line of its own); values that are not
+finite percentages in [0, 100] are rejected with a warning naming the file.
 
 Table mode (a project addition)::
 
     python parse_test_res.py ROOT --table [--format text|markdown|csv] [--std]
                                           [--compare METHOD] [--plot FILE.png]
 
-walks ROOT for the standard output layouts and prints, per trainer / config / shots:
-base-to-novel Base, New and HM per dataset with an Average row; cross-dataset transfer
+walks ROOT for the standard output layouts (harness/protocols.py) and prints, per trainer / config
+/ shots: base-to-novel Base, New and HM per dataset with an Average row; cross-dataset transfer
 (ImageNet source, 10 targets, target average); domain generalisation (source, 4 ImageNet
-variants, target average). Unfinished or missing runs are marked ``--`` and listed.
+variants, target average); few-shot accuracy per shot count and dataset with the 11-dataset
+average (``--plot`` draws it as a curve per dataset). A method's per-dataset configs (e.g. its
+ImageNet config) are reported in the table of its main config. Only finished runs count
+(``finished.json``, see harness/run.py; or, for folders written without a run record, a log with
+its final result); unfinished, stale or missing runs are marked ``--`` and listed.
 """
 
 import argparse
@@ -34,28 +41,28 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import protocols
+from harness.run import RunError, read_record, run_state, stale_model
+
 LOG_NAME = "log.txt"
-PARSE_FILE_NAME = "parse.txt"
+PARSE_FILE_NAME = ".parse.txt"
 TRAIN_END_SIGNALS = ("Finish training", "Finished training")  # Dassl < 0.6.1 printed the latter
 TEST_END_SIGNALS = ("=> result",)
 PUBLISHED_FILE = Path(__file__).resolve().parent / "results" / "published.json"
 
-SOURCE_DATASET = "imagenet"
-BASE2NEW_DATASETS = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-)
-CROSS_DATASET_TARGETS = BASE2NEW_DATASETS[1:]
-DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+SOURCE_DATASET = protocols.SOURCE_DATASET
+BASE2NEW_DATASETS = protocols.B2N_DATASETS
+CROSS_DATASET_TARGETS = protocols.XD_TARGETS
+DG_TARGETS = protocols.DG_TARGETS
+FEW_SHOT_DATASETS = protocols.B2N_DATASETS
 CANONICAL_ORDER = BASE2NEW_DATASETS + DG_TARGETS
 
 SEED_FOLDER = re.compile(r"^seed(\d+)$")
-SHOTS_FOLDER = re.compile(r"^shots_(\d+)$")
-CONFIG_SHOTS_FOLDER = re.compile(r"^(.+)_(\d+)shots$")
 
 MISSING = "--"
 INCOMPLETE_MARK = "*"
 UNVERIFIED_MARK = "?"
+MISMATCH_MARK = "†"
 
 
 class ParseError(Exception):
@@ -66,8 +73,12 @@ class NothingFoundError(ParseError, AssertionError):
     """No accuracy was found in a folder (upstream raised a bare AssertionError)."""
 
 
+WARNINGS = []  # this invocation's warnings, also written to the summary file
+
+
 def warn(message):
-    """Print a warning line on stderr."""
+    """Print a warning line on stderr (and keep it for the summary file)."""
+    WARNINGS.append(f"warning: {message}")
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -76,8 +87,11 @@ def warn(message):
 # ---------------------------------------------------------------------------
 
 def accuracy_regex(keyword):
-    """Regex for evaluator lines such as ``* accuracy: 91.8%``."""
-    return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
+    """A whole evaluator line such as ``* accuracy: 91.8%`` (the value is checked separately)."""
+    return re.compile(rf"^\* {re.escape(keyword)}: (\S+)%$")
+
+
+PERCENTAGE = re.compile(r"^\d+(\.\d+)?$")
 
 
 @dataclass
@@ -89,7 +103,10 @@ class LogScan:
 
 
 def scan_log(log_path, end_signals, keyword="accuracy"):
-    """Find the last ``* keyword: X%`` value at or after the first end-signal line."""
+    """Find the last valid ``* keyword: X%`` line at or after the first end-signal line.
+
+    A result line whose value is not a plain percentage in [0, 100] is ignored with a warning.
+    """
     pattern = accuracy_regex(keyword)
     signal_seen = False
     value = None
@@ -100,18 +117,18 @@ def scan_log(log_path, end_signals, keyword="accuracy"):
                 signal_seen = True
             if not signal_seen:
                 continue
-            match = pattern.search(line)
+            match = pattern.match(line)
             if match:
-                value = parse_number(match.group(1), value)
+                value = checked_percentage(match.group(1), log_path, line, value)
     return LogScan(signal_seen, value)
 
 
-def parse_number(text, fallback):
-    """Convert a matched number, keeping the previous value if it is malformed."""
-    try:
+def checked_percentage(text, log_path, line, fallback):
+    """The value of a result line, or ``fallback`` (with a warning) if it is not a percentage."""
+    if PERCENTAGE.match(text) and 0.0 <= float(text) <= 100.0:
         return float(text)
-    except ValueError:
-        return fallback
+    warn(f"ignoring '{line}' in {log_path}: not a percentage in [0, 100]")
+    return fallback
 
 
 def read_accuracy(log_path, end_signals=TRAIN_END_SIGNALS, keyword="accuracy"):
@@ -201,17 +218,17 @@ def upstream_report(directory, test_log=False, multi_exp=False, keyword="accurac
 
 
 def save_parse_file(directory, lines):
-    """Write the report to ``DIRECTORY/parse.txt`` (the only file this script writes)."""
+    """Write the report and its warnings to ``DIRECTORY/.parse.txt`` (the only file this script writes)."""
     path = os.path.join(directory, PARSE_FILE_NAME)
     try:
         with open(path, "w", encoding="utf-8") as parse_file:
-            parse_file.write("\n".join(lines) + "\n")
+            parse_file.write("\n".join(WARNINGS + lines) + "\n")
     except OSError as error:
         warn(f"could not write {path}: {error}")
 
 
 def run_upstream_mode(args):
-    """Print the per-folder report and save it to parse.txt."""
+    """Print the per-folder report and save it to .parse.txt."""
     lines = upstream_report(args.directory, args.test_log, args.multi_exp, args.keyword, args.ci95)
     print("\n".join(lines))
     if not args.no_parse_file:
@@ -233,20 +250,23 @@ class GroupKey:
     def sort_key(self):
         return (self.trainer, self.config or "", self.shots or 0)
 
-    def title(self):
-        config = self.config if self.config else "(no config level)"
-        shots = f"{self.shots} shots" if self.shots is not None else "shots unknown"
-        return f"{self.trainer} | {config} | {shots}"
+    def title(self, config=None):
+        config = config or self.config or "(no config level)"
+        if self.shots is None:
+            return f"{self.trainer} | {config}"
+        return f"{self.trainer} | {config} | {self.shots} shots"
 
 
 @dataclass(frozen=True)
 class Place:
     """Where a run folder belongs: protocol, table, side of the protocol and dataset."""
 
-    protocol: str  # "base2new" or "transfer"
+    protocol: str  # "base2new", "transfer" or "few_shot"
     key: GroupKey
-    side: str  # "base" / "new" for base2new, "source" / "target" for transfer
+    side: object  # "base" / "new" for base2new, "source" / "target" for transfer, shots for few-shot
     dataset: str
+    eval_only: bool = False  # the layout holds an eval-only run here (its log ends with "=> result")
+    config: str | None = None  # the folder's own config (the key may name the protocol's main config)
 
 
 @dataclass
@@ -257,6 +277,7 @@ class SeedRun:
     folder: Path
     accuracy: float | None = None
     problem: str | None = None  # why there is no accuracy
+    backbone: str | None = None  # MODEL.BACKBONE.NAME from the run record, when there is one
 
 
 @dataclass
@@ -265,6 +286,7 @@ class Cell:
 
     folder: Path
     runs: dict[int, SeedRun] = field(default_factory=dict)
+    config: str | None = None  # the config the runs used
 
     def values(self):
         return [run.accuracy for _, run in sorted(self.runs.items()) if run.accuracy is not None]
@@ -284,9 +306,23 @@ class RunGroup:
     def datasets(self, side):
         return sort_datasets(dataset for cell_side, dataset in self.cells if cell_side == side)
 
+    def sides(self):
+        return sorted({side for side, _ in self.cells}, key=str)
+
+    def title_config(self):
+        """The key's config, or the method's protocol description when some cells used its
+        per-dataset (or per-shot) configs."""
+        if all(cell.config == self.key.config for cell in self.cells.values()):
+            return None
+        return protocols.protocol_description(self.key.trainer, self.protocol, self.key.config)
+
     def expected_seeds(self):
         """Seeds seen anywhere in the group: every cell should have all of them."""
         return sorted({seed for cell in self.cells.values() for seed in cell.runs})
+
+    def backbones(self):
+        """Backbones recorded by the group's runs (runs without a record say nothing)."""
+        return sorted({run.backbone for cell in self.cells.values() for run in cell.runs.values() if run.backbone})
 
 
 def sort_datasets(names):
@@ -313,37 +349,12 @@ def find_run_folders(root):
 
 def classify_parts(parts):
     """Place for a run folder given its path parts below the output root, or None."""
-    if len(parts) in (5, 6) and parts[0] == "base2new" and parts[1] in ("train_base", "test_new"):
-        return base2new_place(parts)
-    if len(parts) == 3 and parts[0] == SOURCE_DATASET:
-        config, shots = split_config_shots(parts[2])
-        return Place("transfer", GroupKey(parts[1], config, shots), "source", SOURCE_DATASET)
-    if len(parts) == 4 and parts[0] == "evaluation":
-        config, shots = split_config_shots(parts[2])
-        return Place("transfer", GroupKey(parts[1], config, shots), "target", parts[3])
-    return None
-
-
-def base2new_place(parts):
-    """Place for ``base2new/<step>/<dataset>/shots_<K>/<Trainer>[/<cfg>]``."""
-    shots_match = SHOTS_FOLDER.match(parts[3])
-    if not shots_match:
+    place = protocols.place_of(parts)
+    if place is None:
         return None
-    step, dataset, trainer = parts[1], parts[2], parts[4]
-    config = parts[5] if len(parts) == 6 else None
-    key = GroupKey(trainer, config, int(shots_match.group(1)))
-    if config and "cross_dataset" in config:  # MMRL keeps transfer runs in the base2new tree
-        side = "source" if step == "train_base" else "target"
-        return Place("transfer", key, side, dataset)
-    return Place("base2new", key, "base" if step == "train_base" else "new", dataset)
-
-
-def split_config_shots(name):
-    """``vit_b16_ep5_16shots`` -> ``("vit_b16_ep5", 16)``; other names keep no shot count."""
-    match = CONFIG_SHOTS_FOLDER.match(name)
-    if match:
-        return match.group(1), int(match.group(2))
-    return name, None
+    shots = None if place.protocol == "few_shot" else place.shots
+    key = GroupKey(place.trainer, protocols.protocol_config(place), shots)
+    return Place(place.protocol, key, place.side, place.dataset, place.eval_only, place.cfg)
 
 
 def classify_folder(root, folder):
@@ -355,14 +366,32 @@ def classify_folder(root, folder):
     return place
 
 
-def end_signals_for(side):
-    """Training logs end with ``Finish training``; eval-only logs with ``=> result``."""
-    return TRAIN_END_SIGNALS if side in ("base", "source") else TEST_END_SIGNALS
+def end_signals_for(eval_only, record=None):
+    """Training logs end with ``Finish training``; eval-only logs with ``=> result``. The run record
+    says which the run was; without one, the layout does."""
+    kind = (record or {}).get("kind")
+    if kind in ("train", "test"):
+        eval_only = kind == "test"
+    return TEST_END_SIGNALS if eval_only else TRAIN_END_SIGNALS
 
 
-def read_seed_run(seed, folder, end_signals, keyword):
-    """Read one seed folder's ``log.txt``."""
+def read_seed_run(seed, folder, eval_only, keyword):
+    """Read one seed folder: its run state (harness/run.py), then its ``log.txt``."""
     run = SeedRun(seed, folder)
+    try:
+        state = run_state(str(folder))
+        stale = stale_model(str(folder))
+        record = read_record(str(folder)) or {}
+    except RunError as error:
+        run.problem = str(error)
+        return run
+    end_signals = end_signals_for(eval_only, record)
+    if state == "unfinished":
+        run.problem = "unfinished (no finished.json): resume it"
+        return run
+    if stale:
+        run.problem = f"stale: {stale}"
+        return run
     log_path = folder / LOG_NAME
     if not log_path.is_file():
         run.problem = f"no {LOG_NAME}"
@@ -372,11 +401,13 @@ def read_seed_run(seed, folder, end_signals, keyword):
         run.problem = log_problem(scan, end_signals, keyword)
     if run.problem and sorted(folder.glob(LOG_NAME + "-*")):
         run.problem += f" (a re-run log {LOG_NAME}-<time> exists but is not read)"
+    run.backbone = record.get("identity", {}).get("MODEL.BACKBONE.NAME")
     return run
 
 
-def collect_groups(root, keyword="accuracy"):
-    """Read every run under ROOT; returns the groups and the folders in no known layout."""
+def collect_groups(root, keyword="accuracy", trainers=None, layouts=None):
+    """Read every run under ROOT (of ``trainers`` and ``layouts`` — ``base2new``, ``transfer``,
+    ``few_shot`` — only, if given); returns the groups and the folders in no known layout."""
     root = Path(root)
     if not root.is_dir():
         raise ParseError(f"not a directory: {root}")
@@ -386,10 +417,19 @@ def collect_groups(root, keyword="accuracy"):
         if place is None:
             ignored.append(folder)
             continue
+        if (trainers is not None and place.key.trainer not in trainers) or (
+                layouts is not None and place.protocol not in layouts):
+            continue
         group = groups.setdefault((place.protocol, place.key), RunGroup(place.protocol, place.key))
-        cell = Cell(folder)
+        cell = Cell(folder, config=place.config)
         for seed, seed_folder in sorted(seeds.items()):
-            cell.runs[seed] = read_seed_run(seed, seed_folder, end_signals_for(place.side), keyword)
+            cell.runs[seed] = read_seed_run(seed, seed_folder, place.eval_only, keyword)
+        previous = group.cells.get((place.side, place.dataset))
+        if previous is not None:  # the protocol's own config for this dataset wins over another one
+            kept, dropped = (previous, cell) if previous.config != place.key.config else (cell, previous)
+            warn(f"ignoring {dropped.folder}: {kept.folder} holds the same runs with the method's "
+                 f"protocol config ({kept.config})")
+            cell = kept
         group.cells[(place.side, place.dataset)] = cell
     ordered = sorted(groups.values(), key=lambda group: (group.protocol, group.key.sort_key()))
     return ordered, ignored
@@ -416,14 +456,16 @@ def round_half_up(value, places=2):
 class Metric:
     """One number in a table row, with its seeds and the published value to compare with."""
 
-    name: str  # "base", "new", "hm" or "acc"
+    name: str  # "base", "new", "hm", "acc", or "shots_<K>" (few-shot)
     mean: float | None
     std: float | None = None
     seeds: int | None = None  # None: not a per-seed quantity (HM, averages)
     expected: int | None = None
     published: float | None = None
     published_unverified: bool = False
+    published_mismatch: bool = False  # the published setting (backbone, shots) is not this run's
     partial: bool = False  # derived from incomplete inputs (HM of a partial cell, flagged average)
+    shots: int | None = None  # few-shot: the shot count of this column
 
     @property
     def complete(self):
@@ -454,22 +496,36 @@ class Row:
 class Table:
     """One printed table."""
 
-    protocol: str  # "base2new", "cross_dataset" or "domain_generalization"
+    protocol: str  # "base2new", "cross_dataset", "domain_generalization" or "few_shot"
     key: GroupKey
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     metric_names: tuple[str, ...] = ("acc",)
+    config: str | None = None  # the title's config when it is not just the key's
 
     def title(self):
-        return f"{PROTOCOL_TITLES[self.protocol]} | {self.key.title()}"
+        return f"{PROTOCOL_TITLES[self.protocol]} | {self.key.title(self.config)}"
+
+    @property
+    def comparable(self):
+        """Published numbers exist for these protocols (none per shot count)."""
+        return self.protocol != "few_shot"
 
 
 PROTOCOL_TITLES = {
     "base2new": "Base-to-novel",
     "cross_dataset": "Cross-dataset",
     "domain_generalization": "Domain generalisation",
+    "few_shot": "Few-shot",
 }
 METRIC_LABELS = {"base": "Base", "new": "New", "hm": "HM", "acc": "Acc"}
+
+
+def metric_label(name):
+    """Column header of a metric: ``Base``, ..., or ``4-shot`` for a few-shot column."""
+    if name.startswith("shots_"):
+        return f"{name[len('shots_'):]}-shot"
+    return METRIC_LABELS[name]
 
 
 def seed_metric(name, cell, expected):
@@ -498,13 +554,34 @@ def attach_published(row, entry):
 
 @dataclass
 class Comparison:
-    """The published numbers of one method (``--compare``)."""
+    """The published numbers of one method (``--compare``) and the setting they were obtained in."""
 
     method: str
     numbers: dict
+    setting: dict = field(default_factory=lambda: dict(DEFAULT_PUBLISHED_SETTING))
 
     def entry(self, protocol, dataset):
         return self.numbers.get(protocol, {}).get(dataset)
+
+    def subset_average(self, protocol, datasets):
+        """The published average over exactly ``datasets``: the mean per metric (HM of the mean Base
+        and mean New for base-to-novel), or None when a dataset has no published entry."""
+        entries = [self.entry(protocol, name) for name in datasets]
+        if not entries or any(entry is None for entry in entries):
+            return None
+        names = ("base", "new") if protocol == "base2new" else ("acc",)
+        if any(entry.get(name) is None for entry in entries for name in names):
+            return None
+        # Rounded as the papers round their averages (two decimals, then HM of the rounded means).
+        average = {name: float(round_half_up(float(np.mean([entry[name] for entry in entries])))) for name in names}
+        if protocol == "base2new":
+            average["hm"] = float(round_half_up(harmonic_mean(average["base"], average["new"])))
+        average["unverified"] = any(entry.get("unverified", False) for entry in entries)
+        return average
+
+
+# What the published numbers are, unless published.json says otherwise (its "setting").
+DEFAULT_PUBLISHED_SETTING = {"backbone": "ViT-B/16", "shots": 16}
 
 
 # ---------------------------------------------------------------------------
@@ -525,8 +602,8 @@ def base2new_table(group, comparison=None):
             included.append(rows[-1])
     label = average_label(included, rows, BASE2NEW_DATASETS)
     rows.append(Row(label, "average", base2new_average(included, partial=label != "Average")))
-    table = Table("base2new", group.key, rows, metric_names=("base", "new", "hm"))
-    add_comparison(table, comparison, "base2new")
+    table = Table("base2new", group.key, rows, metric_names=("base", "new", "hm"), config=group.title_config())
+    add_comparison(table, comparison, "base2new", included, group)
     table.notes = (average_notes(table, included, BASE2NEW_DATASETS)
                    + run_notes(group, rows, ("base", "new")) + table.notes)
     return table
@@ -563,11 +640,42 @@ def transfer_table(group, protocol, targets, canonical_targets, comparison):
     label = average_label(included, target_rows, canonical_targets)
     means = [row.metric("acc").mean for row in included]
     average = Row(label, "average", [average_metric("acc", means, partial=label != "Average")])
-    table = Table(protocol, group.key, [source] + target_rows + [average])
-    add_comparison(table, comparison, protocol)
+    table = Table(protocol, group.key, [source] + target_rows + [average], config=group.title_config())
+    add_comparison(table, comparison, protocol, included, group)
     cells = [("source", SOURCE_DATASET)] + [("target", name) for name in targets]
     table.notes = (average_notes(table, included, canonical_targets, target_rows)
                    + cell_problem_notes(group, cells) + table.notes)
+    return table
+
+
+def fewshot_table(group):
+    """Accuracy per shot count (columns) and dataset (rows); the Average row averages, per shot
+    count, the datasets whose runs are complete."""
+    expected = len(group.expected_seeds())
+    shot_counts = sorted(group.sides())
+    names = tuple(f"shots_{shots}" for shots in shot_counts)
+    rows = []
+    for dataset in sort_datasets(dataset for _, dataset in group.cells):
+        metrics = [seed_metric(name, group.cell(shots, dataset), expected) for shots, name in zip(shot_counts, names)]
+        for metric, shots in zip(metrics, shot_counts):
+            metric.shots = shots
+        rows.append(Row(dataset, dataset, metrics))
+    averages, coverage = [], {}
+    for shots, name in zip(shot_counts, names):
+        included = [row for row in rows if row.metric(name).complete]
+        coverage[shots] = " ".join(average_notes(None, included, FEW_SHOT_DATASETS, rows))
+        average = average_metric(name, [row.metric(name).mean for row in included], partial=bool(coverage[shots]))
+        average.shots = shots
+        averages.append(average)
+    if len(set(coverage.values())) == 1:  # the same datasets are left out at every shot count
+        notes = [note for note in coverage.values()][:1] if coverage[shot_counts[0]] else []
+    else:
+        notes = [f"{shots}-shot: {note}" for shots, note in coverage.items() if note]
+    label = "Average" + (INCOMPLETE_MARK if notes else "")
+    table = Table("few_shot", group.key, rows + [Row(label, "average", averages)], metric_names=names,
+                  config=group.title_config())
+    cells = [(shots, row.dataset) for shots in shot_counts for row in rows]
+    table.notes = notes + cell_problem_notes(group, cells)
     return table
 
 
@@ -609,7 +717,8 @@ def cell_problem_notes(group, cells):
     for side, dataset in cells:
         cell = group.cell(side, dataset)
         if cell is None:
-            missing.append(f"{dataset}: no {SIDE_NAMES[side]} runs (seeds {seed_list(expected_seeds)})")
+            missing.append(f"{dataset}: no {SIDE_NAMES.get(side, f'{side}-shot')} runs "
+                           f"(seeds {seed_list(expected_seeds)})")
             missing_count += len(expected_seeds)
             continue
         for seed in expected_seeds:
@@ -645,16 +754,64 @@ def plural(count, noun):
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def add_comparison(table, comparison, protocol):
-    """Attach the published numbers of ``--compare`` and their notes."""
+def add_comparison(table, comparison, protocol, included=None, group=None):
+    """Attach the published numbers of ``--compare`` and their notes.
+
+    The Average row is compared with the published average over exactly the datasets it averages
+    (``included``); published numbers from another setting (backbone, shots) are marked.
+    """
     if comparison is None:
         return
+    covered = [row.dataset for row in included] if included is not None else None
+    canonical = BASE2NEW_DATASETS if protocol == "base2new" else (
+        DG_TARGETS if protocol == "domain_generalization" else CROSS_DATASET_TARGETS)
     for row in table.rows:
-        attach_published(row, comparison.entry(protocol, row.dataset))
+        if row.dataset == "average" and covered is not None and set(covered) != set(canonical):
+            attach_subset_average(table, row, comparison, protocol, covered)
+        else:
+            attach_published(row, comparison.entry(protocol, row.dataset))
     for row in table.rows:
         entry = comparison.entry(protocol, row.dataset) or {}
-        if entry.get("note"):
+        if entry.get("note") and row.dataset != "average":
             table.notes.append(f"{comparison.method} published, {row.dataset}: {entry['note']}")
+    mark_setting_mismatch(table, comparison, group)
+
+
+def attach_subset_average(table, row, comparison, protocol, covered):
+    """Published average over the datasets of the table's own average (with a note saying so)."""
+    average = comparison.subset_average(protocol, covered) if covered else None
+    full = comparison.entry(protocol, "average") or {}
+    full_text = " / ".join(f"{full[name]:.2f}" for name in ("base", "new", "hm", "acc") if name in full)
+    if average is None:
+        table.notes.append(f"{comparison.method} published: no per-dataset numbers for all of "
+                           f"{', '.join(covered) or 'these datasets'}, so no average to compare with"
+                           + (f" (its {len(BASE2NEW_DATASETS) if protocol == 'base2new' else 'full'}-dataset "
+                              f"average is {full_text})" if full_text else ""))
+        return
+    attach_published(row, average)
+    table.notes.append(f"{comparison.method} published average over the {plural(len(covered), 'dataset')} run "
+                       f"here ({', '.join(covered)}), from its per-dataset numbers"
+                       + (f"; its average over all datasets is {full_text}" if full_text else ""))
+
+
+def mark_setting_mismatch(table, comparison, group):
+    """Mark the published numbers when these runs use another shot count or backbone."""
+    if group is None:
+        return
+    differences = []
+    shots = comparison.setting.get("shots")
+    if shots is not None and group.key.shots is not None and group.key.shots != shots:
+        differences.append(f"{group.key.shots} shots (published: {shots})")
+    backbone = comparison.setting.get("backbone")
+    others = [name for name in group.backbones() if name != backbone]
+    if backbone and others:
+        differences.append(f"backbone {', '.join(others)} (published: {backbone})")
+    if not differences:
+        return
+    for row in table.rows:
+        for metric in row.metrics:
+            metric.published_mismatch = metric.published is not None
+    table.notes.append(f"{MISMATCH_MARK} not comparable: these runs use {' and '.join(differences)}")
 
 
 def build_tables(groups, comparison=None):
@@ -663,6 +820,8 @@ def build_tables(groups, comparison=None):
     for group in groups:
         if group.protocol == "base2new":
             tables.append(base2new_table(group, comparison))
+        elif group.protocol == "few_shot":
+            tables.append(fewshot_table(group))
         else:
             tables.extend(transfer_tables(group, comparison))
     order = list(PROTOCOL_TITLES)
@@ -674,12 +833,18 @@ def build_tables(groups, comparison=None):
 # ---------------------------------------------------------------------------
 
 def load_published(path=PUBLISHED_FILE):
-    """The ``methods`` mapping of the published-numbers file."""
+    """The ``methods`` mapping of the published-numbers file; each method's entry gets the file's
+    ``setting`` (backbone, shots) unless it has its own."""
     try:
         with open(path, encoding="utf-8") as published_file:
-            return json.load(published_file)["methods"]
+            content = json.load(published_file)
+        methods = content["methods"]
     except (OSError, ValueError, KeyError) as error:
         raise ParseError(f"cannot read published numbers from {path}: {error}") from error
+    setting = content.get("setting", DEFAULT_PUBLISHED_SETTING)
+    for numbers in methods.values():
+        numbers.setdefault("setting", setting)
+    return methods
 
 
 def normalise_name(name):
@@ -693,7 +858,7 @@ def find_method(published, name):
     for method, numbers in published.items():
         names = [method] + list(numbers.get("aliases", []))
         if wanted in {normalise_name(candidate) for candidate in names}:
-            return Comparison(method, numbers)
+            return Comparison(method, numbers, dict(numbers.get("setting", DEFAULT_PUBLISHED_SETTING)))
     available = ", ".join(sorted(published, key=str.lower))
     raise ParseError(f"unknown method '{name}' for --compare; available: {available}")
 
@@ -728,7 +893,8 @@ def format_seeds(metric):
 def format_published(metric):
     if metric.published is None:
         return MISSING
-    return f"{metric.published:.2f}" + (UNVERIFIED_MARK if metric.published_unverified else "")
+    return (f"{metric.published:.2f}" + (UNVERIFIED_MARK if metric.published_unverified else "")
+            + (MISMATCH_MARK if metric.published_mismatch else ""))
 
 
 def format_difference(metric):
@@ -742,9 +908,10 @@ def table_grid(table, show_std, comparison):
     """Header and rows of display strings."""
     header = ["Dataset"]
     for name in table.metric_names:
-        header.append(METRIC_LABELS[name])
+        header.append(metric_label(name))
         if name != "hm":
             header.append("n")
+    comparison = comparison if table.comparable else None
     if comparison:
         header += [f"{METRIC_LABELS[name]} ({comparison.method})" for name in table.metric_names]
         header += [f"Δ{METRIC_LABELS[name]}" for name in table.metric_names]
@@ -783,7 +950,7 @@ def render_text(tables, show_std=False, comparison=None):
         widths = [max(len(line[column]) for line in [header] + rows) for column in range(len(header))]
         lines = [table.title(), align(header, widths), align(["-" * width for width in widths], widths)]
         lines += [align(cells, widths) for cells in rows]
-        lines += table_footnotes(table, comparison)
+        lines += table_footnotes(table, comparison if table.comparable else None)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -802,7 +969,7 @@ def render_markdown(tables, show_std=False, comparison=None):
         lines = [f"### {table.title()}", "", markdown_row(header)]
         lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
         lines += [markdown_row(cells) for cells in rows]
-        notes = table_footnotes(table, comparison)
+        notes = table_footnotes(table, comparison if table.comparable else None)
         if notes:
             lines += [""] + [markdown_note(note) for note in notes]
         blocks.append("\n".join(lines))
@@ -827,7 +994,8 @@ def markdown_note(note):
 
 CSV_COLUMNS = (
     "protocol", "trainer", "config", "shots", "dataset", "metric", "mean", "std", "seeds",
-    "expected_seeds", "complete", "published_method", "published", "published_unverified", "diff",
+    "expected_seeds", "complete", "published_method", "published", "published_unverified",
+    "published_setting_mismatch", "diff",
 )
 
 
@@ -839,7 +1007,7 @@ def render_csv(tables, comparison=None):
     for table in tables:
         for row in table.rows:
             for metric in row.metrics:
-                writer.writerow(csv_record(table, row, metric, comparison))
+                writer.writerow(csv_record(table, row, metric, comparison if table.comparable else None))
     return buffer.getvalue()
 
 
@@ -850,9 +1018,9 @@ def csv_record(table, row, metric, comparison):
         "protocol": table.protocol,
         "trainer": table.key.trainer,
         "config": table.key.config or "",
-        "shots": "" if table.key.shots is None else table.key.shots,
+        "shots": next((shots for shots in (metric.shots, table.key.shots) if shots is not None), ""),
         "dataset": row.dataset,
-        "metric": metric.name,
+        "metric": "acc" if metric.shots is not None else metric.name,
         "mean": "" if metric.mean is None else format_number(metric.mean),
         "std": "" if metric.std is None or metric.mean is None else format_number(metric.std),
         "seeds": "" if metric.seeds is None else metric.seeds,
@@ -861,6 +1029,7 @@ def csv_record(table, row, metric, comparison):
         "published_method": comparison.method if comparison else "",
         "published": "" if metric.published is None else f"{metric.published:.2f}",
         "published_unverified": int(metric.published_unverified) if metric.published is not None else "",
+        "published_setting_mismatch": int(metric.published_mismatch) if metric.published is not None else "",
         "diff": "" if difference is None else str(difference),
     }
 
@@ -889,16 +1058,19 @@ def import_pyplot():
     return pyplot
 
 
-def plot_base2new(tables, path, comparison=None):
-    """Grouped Base/New/HM bars per dataset; published values as markers with --compare."""
-    base2new = [table for table in tables if table.protocol == "base2new"]
-    if not base2new:
-        raise ParseError("--plot: no base-to-novel results to plot")
+def plot_tables(tables, path, comparison=None):
+    """One panel per base-to-novel table (bars) and per few-shot table (accuracy against shots)."""
+    shown = [table for table in tables if table.protocol in ("base2new", "few_shot")]
+    if not shown:
+        raise ParseError("--plot: no base-to-novel or few-shot results to plot")
     pyplot = import_pyplot()
-    width = max(8.0, 0.9 * max(len(table.rows) for table in base2new))
-    figure, axes = pyplot.subplots(len(base2new), 1, figsize=(width, 4.5 * len(base2new)), squeeze=False)
-    for axis, table in zip(axes[:, 0], base2new):
-        draw_base2new_axis(axis, table, comparison)
+    width = max(8.0, 0.9 * max(len(table.rows) for table in shown))
+    figure, axes = pyplot.subplots(len(shown), 1, figsize=(width, 4.5 * len(shown)), squeeze=False)
+    for axis, table in zip(axes[:, 0], shown):
+        if table.protocol == "base2new":
+            draw_base2new_axis(axis, table, comparison)
+        else:
+            draw_fewshot_axis(axis, table)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     pyplot.close(figure)
@@ -924,6 +1096,23 @@ def draw_base2new_axis(axis, table, comparison):
     axis.legend(fontsize="small", ncol=4, loc="upper center")
 
 
+def draw_fewshot_axis(axis, table):
+    """One subplot: accuracy against the shot count (evenly spaced: 1, 2, 4, 8, 16), a thin line
+    per dataset and a thick one for the average."""
+    positions = np.arange(len(table.metric_names))
+    for row in table.rows:
+        values = [nan_if_none(row.metric(name).mean) for name in table.metric_names]
+        average = row.dataset == "average"
+        axis.plot(positions, values, marker="o", linewidth=2.5 if average else 1, color="black" if average else None,
+                  markersize=5 if average else 3, label=row.label, zorder=3 if average else 2)
+    axis.set_xticks(positions)
+    axis.set_xticklabels([metric_label(name) for name in table.metric_names])
+    axis.set_xlabel("training images per class")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(table.title())
+    axis.legend(fontsize="x-small", ncol=2, loc="best")
+
+
 def nan_if_none(value):
     return float("nan") if value is None else value
 
@@ -933,20 +1122,22 @@ def nan_if_none(value):
 # ---------------------------------------------------------------------------
 
 def table_report(root, fmt="text", show_std=False, compare=None, keyword="accuracy",
-                 published_path=PUBLISHED_FILE, plot_path=None):
-    """The table-mode output for ROOT as a string (writes the plot if asked)."""
+                 published_path=PUBLISHED_FILE, plot_path=None, trainers=None, layouts=None):
+    """The table-mode output for ROOT as a string (writes the plot if asked); ``trainers`` and
+    ``layouts``: only their tables (see ``collect_groups``; scripts/benchmark.py)."""
     comparison = find_method(load_published(published_path), compare) if compare else None
-    groups, ignored = collect_groups(root, keyword)
+    groups, ignored = collect_groups(root, keyword, trainers, layouts)
     for folder in ignored:
         warn(f"ignoring {folder}: not in a known output layout")
     if not groups:
         raise NothingFoundError(
             f"Nothing found in {root}: expected base2new/{{train_base,test_new}}/<dataset>/shots_<K>/<Trainer>"
-            "[/<cfg>]/seed<S>, imagenet/<Trainer>/<cfg>_<K>shots/seed<S> or "
-            "evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>")
+            "[/<cfg>]/seed<S>, imagenet/<Trainer>/<cfg>_<K>shots/seed<S>, "
+            "evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S> or "
+            "few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>")
     tables = build_tables(groups, comparison)
     if plot_path:
-        plot_base2new(tables, plot_path, comparison)
+        plot_tables(tables, plot_path, comparison)
     return render_tables(tables, fmt, show_std, comparison)
 
 
@@ -973,7 +1164,8 @@ def build_parser():
     table.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
     table.add_argument("--std", action="store_true", help="show ± population std over seeds")
     table.add_argument("--compare", metavar="METHOD", help="add published numbers and ours - published")
-    table.add_argument("--plot", metavar="FILE.png", help="bar chart of base-to-novel results (needs matplotlib)")
+    table.add_argument("--plot", metavar="FILE.png",
+                       help="base-to-novel bars and few-shot curves (needs matplotlib)")
     table.add_argument("--published", default=str(PUBLISHED_FILE), help="published-numbers JSON file")
     return parser
 

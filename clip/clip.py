@@ -4,16 +4,27 @@ Weights: the official ones (default), a local file (OpenAI JIT archive, OpenAI-f
 open_clip checkpoint), or ``random`` for tests.
 """
 import copy
+import hashlib
+import logging
 import os.path as osp
 import warnings
 
 import open_clip
 import torch
 
-__all__ = [
-    "available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters",
-    "create_model", "MINI_CLIP", "MINI_CLIP_FILE", "MINI_CLIP_SHA256", "WeightsFileError",
-]
+from harness.preflight import torch_file_problem
+from harness.safe_load import CheckpointError
+
+from .attention import adopt_blocks
+
+__all__ = ["available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters",
+           "WeightsError", "check_backbone",
+           "create_model", "file_sha256", "MINI_CLIP", "MINI_CLIP_FILE", "MINI_CLIP_SHA256"]
+
+
+class WeightsError(CheckpointError, ValueError):
+    """CLIP weights that cannot be found, read or loaded into the architecture (a bad MODEL.BACKBONE
+    value); one line naming the file or name and the fix."""
 
 # OpenAI's weights need QuickGELU; plain open_clip names build nn.GELU and give different features.
 _OPENAI_TO_OPENCLIP = {
@@ -46,7 +57,7 @@ _TEST_TINY_CFG = {
 }
 
 # "mini-clip": the same miniature architecture, pretrained on the synthetic world of the miniature
-# datasets by `python -m clip.pretrain_mini` (see clip/weights/MINI_CLIP.md). Its weights ship with
+# datasets by `python -m clip.pretrain_mini` (see clip/weights/README.md). Its weights ship with
 # the repository and are its "official" weights; the file is checked against this SHA-256.
 MINI_CLIP = "mini-clip"
 _MINI_CLIP_CFG = copy.deepcopy(_TEST_TINY_CFG)
@@ -78,30 +89,90 @@ def create_model(arch):
     _register_miniatures()
     if arch not in open_clip.list_models():
         choices = ", ".join(list(_OPENAI_TO_OPENCLIP) + [TEST_TINY, MINI_CLIP])
-        raise ValueError(
+        raise WeightsError(
             f'Unknown CLIP model "{arch}" (MODEL.BACKBONE.NAME). Use one of {choices}, '
             "or any name from open_clip.list_models()."
         )
-    return open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+    # open_clip logs "No pretrained weights loaded ... initialized randomly" for pretrained=None; the
+    # weights are loaded right after, so the message would be wrong.
+    logging.disable(logging.WARNING)
+    try:
+        model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+    finally:
+        logging.disable(logging.NOTSET)
+    adopt_blocks(model)  # same blocks, faster where autograd records or autocast is on (clip/attention.py)
+    return model
 
 
-class WeightsFileError(ValueError):
-    """A weights file that is not what its name promises (e.g. an altered shipped file)."""
+def check_backbone(name, weights):
+    """Check ``MODEL.BACKBONE.NAME`` / ``WEIGHTS`` without building anything; ``WeightsError`` naming the fix."""
+    _register_miniatures()
+    arch = openclip_name(name)
+    if arch not in open_clip.list_models():
+        raise WeightsError(f'MODEL.BACKBONE.NAME "{name}" is not a CLIP model: use one of '
+                           f"{', '.join(list(_OPENAI_TO_OPENCLIP) + [TEST_TINY, MINI_CLIP])} (or an open_clip name)")
+    if weights in ("", "official", "openai"):
+        if arch == TEST_TINY:
+            raise WeightsError('"test-tiny" has no released weights: add MODEL.BACKBONE.WEIGHTS random')
+        if arch == MINI_CLIP:
+            check_mini_clip_file()
+        return
+    if weights == "random":
+        return
+    path = osp.abspath(osp.expanduser(weights))
+    if not osp.isfile(path):
+        what = "is a folder, not a file" if osp.isdir(path) else "not found"
+        raise WeightsError(f'MODEL.BACKBONE.WEIGHTS "{path}" {what}: pass a CLIP weights file such as '
+                           "OpenAI's ViT-B-16.pt (docs/weights.md), or leave it empty for the official weights")
+    problem = torch_file_problem(path)
+    if problem:
+        raise WeightsError(f'MODEL.BACKBONE.WEIGHTS "{path}" {problem}: download the weights again '
+                           "(docs/weights.md lists URLs and SHA-256 sums)")
+
+
+def file_sha256(path):
+    """The SHA-256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_mini_clip_file():
+    """The shipped mini-clip file exists and has the SHA-256 it was released with."""
+    restore = "restore it with `git checkout -- clip/weights/mini-clip.pt`"
+    if not osp.isfile(MINI_CLIP_FILE):
+        raise WeightsError(f'mini-clip weights "{MINI_CLIP_FILE}" not found: {restore}')
+    digest = file_sha256(MINI_CLIP_FILE)
+    if digest != MINI_CLIP_SHA256:
+        raise WeightsError(
+            f'mini-clip weights "{MINI_CLIP_FILE}" are not the shipped file (SHA-256 {digest[:12]}..., expected '
+            f"{MINI_CLIP_SHA256[:12]}...): {restore}, or pass a retrained file in MODEL.BACKBONE.WEIGHTS")
 
 
 def _state_dict_from_file(path):
     """Read a weights file in any supported format into an open_clip/OpenAI-format state dict."""
+    problem = torch_file_problem(path)
+    if problem:
+        raise WeightsError(f'weights file "{path}" {problem} (MODEL.BACKBONE.WEIGHTS): download it again')
     try:  # OpenAI's release files are TorchScript archives
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             archive = torch.jit.load(path, map_location="cpu")
         state_dict = archive.state_dict()
     except RuntimeError:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f'cannot read weights file "{path}" ({detail}) (MODEL.BACKBONE.WEIGHTS): pass '
+                               "OpenAI's .pt file, an OpenAI-format state dict or an open_clip checkpoint") from None
         if isinstance(state_dict, dict) and "state_dict" in state_dict:  # open_clip training checkpoint
             state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict):
-        raise ValueError(f'"{path}" does not hold a CLIP state dict (found {type(state_dict).__name__})')
+        raise WeightsError(f'"{path}" does not hold a CLIP state dict (found {type(state_dict).__name__}) '
+                           "(MODEL.BACKBONE.WEIGHTS)")
     state_dict = {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     return {k: v for k, v in state_dict.items() if k not in _NON_PARAM_KEYS}
 
@@ -111,12 +182,12 @@ def _load_file(model, path, name):
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(
+        raise WeightsError(
             f'Weights file "{path}" does not match the architecture of "{name}" '
             f"(check MODEL.BACKBONE.NAME against the file): {str(e).splitlines()[-1].strip()}"
         ) from None
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f'Weights file "{path}" does not match the architecture of "{name}": '
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
             f"(e.g. {unexpected[:3]}). Check MODEL.BACKBONE.NAME against the file."
@@ -126,17 +197,7 @@ def _load_file(model, path, name):
 
 def _load_mini_clip(model):
     """The shipped mini-clip weights, after checking the file's SHA-256."""
-    from .pretrain_mini import file_sha256
-
-    if not osp.isfile(MINI_CLIP_FILE):
-        raise FileNotFoundError(f"mini-clip weights not found: {MINI_CLIP_FILE} (restore it with git, "
-                                "or retrain: python -m clip.pretrain_mini)")
-    digest = file_sha256(MINI_CLIP_FILE)
-    if digest != MINI_CLIP_SHA256:
-        raise WeightsFileError(
-            f"{MINI_CLIP_FILE} is not the shipped mini-clip (SHA-256 {digest[:12]}..., expected "
-            f"{str(MINI_CLIP_SHA256)[:12]}...): restore it with `git checkout -- clip/weights/mini-clip.pt`, "
-            "or pass a retrained file with MODEL.BACKBONE.WEIGHTS /path/to/file.pt")
+    check_mini_clip_file()
     _load_file(model, MINI_CLIP_FILE, MINI_CLIP)
     return MINI_CLIP_FILE
 
@@ -153,7 +214,7 @@ def _load_official(model, name, arch):
     if tag is None:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if not tags:
-            raise ValueError(f'open_clip has no official weights for "{arch}"; pass a file in MODEL.BACKBONE.WEIGHTS')
+            raise WeightsError(f'open_clip has no official weights for "{arch}"; pass a file in MODEL.BACKBONE.WEIGHTS')
         tag = tags[0]
     try:
         from open_clip.factory import load_checkpoint as _openclip_load_checkpoint
@@ -162,7 +223,7 @@ def _load_official(model, name, arch):
         checkpoint_path = download_pretrained(cfg)
     except Exception as e:
         provide = openai_file or f"the {arch} ({tag}) checkpoint"
-        raise RuntimeError(
+        raise WeightsError(
             f'The official weights of "{name}" are not cached and could not be downloaded '
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Run once with network "
             f"access, or download {provide} and pass its path: MODEL.BACKBONE.WEIGHTS /path/to/{openai_file or 'weights.pt'}"
@@ -180,14 +241,13 @@ def load(name, weights="", device="cpu"):
     arch = openclip_name(name)
     model = create_model(arch)
     if weights == "random":
-        warnings.warn(f"CLIP {name} uses RANDOM weights (MODEL.BACKBONE.WEIGHTS random): numbers are meaningless")
         print("*" * 72)
         print(f"* WARNING: CLIP {name} is randomly initialised; results are not meaningful")
         print("*" * 72)
         source = "random"
     elif weights in ("", "official", "openai"):
         if arch == TEST_TINY:
-            raise ValueError('"test-tiny" has no released weights; use MODEL.BACKBONE.WEIGHTS random')
+            raise WeightsError('"test-tiny" has no released weights; use MODEL.BACKBONE.WEIGHTS random')
         source = _load_mini_clip(model) if arch == MINI_CLIP else _load_official(model, name, arch)
     else:
         path = osp.abspath(osp.expanduser(weights))

@@ -11,7 +11,8 @@ from .clip import model_dtype
 
 __all__ = [
     "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
-    "causal_mask", "prompt_length", "encode_text", "encode_image", "eot_positions",
+    "causal_mask", "prompt_length", "encode_text", "encode_text_embeddings", "encode_image", "eot_positions",
+    "replace_tokens", "replace_before_blocks",
 ]
 
 
@@ -79,6 +80,31 @@ def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None,
     return x
 
 
+def replace_tokens(x, tokens, start):
+    """``x`` [N, L, d] with positions ``start .. start+K-1`` replaced by ``tokens`` [K, d] in every row.
+
+    Out of place, so gradients reach ``tokens``; they are cast to ``x``'s dtype. A negative
+    ``start`` counts from the end as in indexing (``-K``: the last K positions).
+    """
+    length, k = x.shape[1], tokens.shape[0]
+    begin = start + length if start < 0 else start
+    if begin < 0 or begin + k > length:
+        raise ValueError(f"cannot replace {k} tokens at position {start} of a sequence of {length}")
+    tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
+    return x.slice_scatter(tokens, dim=1, start=begin, end=begin + k)
+
+
+def replace_before_blocks(tokens_by_block, start):
+    """A ``before_block`` hook for deep prompts: before each block i in ``tokens_by_block``
+    ({i: [K, d]}), positions ``start .. start+K-1`` get that block's tokens; other blocks run on
+    what the previous block produced there."""
+    def before_block(i, x):
+        tokens = tokens_by_block.get(i)
+        return x if tokens is None else replace_tokens(x, tokens, start)
+    return before_block
+
+
 def text_head(model, x, eot_index):
     """``ln_final``, the row at each prompt's EOT, then ``text_projection``: ``[N, embed_dim]``."""
     x = model.ln_final(x)
@@ -95,10 +121,22 @@ def encode_text(model, tokens, truncate=True, before_block=None, after_block=Non
     """Text features ``[N, embed_dim]``; with no hooks equal to ``model.encode_text(tokens)``."""
     if truncate:
         tokens = tokens[:, : prompt_length(tokens)]
-    x = text_embeddings(model, tokens)
-    x = run_blocks(model.transformer.resblocks, x, attn_mask=causal_mask(model, tokens.shape[1]),
+    x = model.token_embedding(tokens).to(model_dtype(model))
+    return encode_text_embeddings(model, x, eot_positions(tokens), before_block, after_block)
+
+
+def encode_text_embeddings(model, x, eot_index, before_block=None, after_block=None):
+    """Text features ``[N, embed_dim]`` of token embeddings ``x`` [N, L, d_t] (no positions yet, L <= 77).
+
+    For prompt learners whose input is a sequence of embeddings rather than token ids: positions
+    are added to every token (learned ones included), then the blocks with the causal mask of
+    length L, ``ln_final``, the row at ``eot_index`` [N] and ``text_projection``.
+    """
+    length = x.shape[1]
+    x = x + model.positional_embedding[:length].to(x.dtype)
+    x = run_blocks(model.transformer.resblocks, x, attn_mask=causal_mask(model, length),
                    before_block=before_block, after_block=after_block)
-    return text_head(model, x, eot_positions(tokens))
+    return text_head(model, x, eot_index)
 
 
 def encode_image(model, images, before_block=None, after_block=None):

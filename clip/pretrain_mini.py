@@ -27,7 +27,6 @@ per-dataset template, exactly as ZeroshotCLIP), printed as a table and compared 
 card (``clip/weights/mini-clip.json``). Same seed and thread count, same weights.
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -322,15 +321,9 @@ def save_fp16(model, path):
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     state = {k: v.detach().to(torch.float16).clone() for k, v in model.state_dict().items()}
     torch.save(state, path)
+    from clip import file_sha256
+
     return file_sha256(path)
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------
@@ -441,7 +434,7 @@ def main(argv=None):
     start = time.time()
     if args.eval_only:
         model, _ = clip.load(clip.MINI_CLIP, weights=args.weights)
-        digest = file_sha256(args.weights or clip.MINI_CLIP_FILE)
+        digest = clip.file_sha256(args.weights or clip.MINI_CLIP_FILE)
     else:
         model = pretrain(args)
         out = args.out or DEFAULT_OUT

@@ -2,13 +2,17 @@
 
 * layout checks that fail with a message naming the missing path and the DATASETS.md section;
 * split files (``split_zhou_<Name>.json``): read, save, and the random fallback splits;
-* the few-shot cache ``<dataset_dir>/split_fewshot/shot_<K>-seed_<S>.pkl`` in a portable format;
+* the few-shot caches: this project's ``split_fewshot/shot_<K>-seed_<S>.portable.pkl`` (plain
+  data, relative paths), and Dassl/CoOp's ``shot_<K>-seed_<S>.pkl``, read without running code and
+  never written;
 * base/new class subsampling;
 * two base classes: ``CoOpDataset`` (sampling + subsampling) and ``SplitDataset`` (JSON split).
 
-Readers use only the standard library and the engine (``Datum``, ``DatasetBase``, ``dassl.utils``);
-scipy is imported lazily for the ``.mat`` files of two fallbacks. Readers never open images.
+Readers use only the standard library, upstream Dassl's public API (``Datum``, ``DatasetBase``,
+``dassl.utils``) and ``harness`` (atomic writes, restricted unpickling); scipy is imported lazily for
+the ``.mat`` files of two fallbacks. Readers never open images.
 """
+import json
 import math
 import os
 import os.path as osp
@@ -17,7 +21,9 @@ import random
 from collections import Counter, OrderedDict, defaultdict
 
 from dassl.data.datasets import DatasetBase, Datum
-from dassl.utils import atomic_write, listdir_nohidden, mkdir_if_missing, read_json, write_json
+from dassl.utils import listdir_nohidden, mkdir_if_missing, write_json
+from harness.fileio import atomic_write
+from harness.safe_load import InertObject, find_inert, restricted_pickle_load
 
 DOCS = "DATASETS.md"
 FEWSHOT_FORMAT = "portable-fewshot/1"
@@ -128,10 +134,57 @@ def to_posix_relpath(path, prefix):
 # Split files and random fallback splits
 # ---------------------------------------------------------------------------
 
-def read_split(filepath, path_prefix):
+SPLIT_KEYS = ("train", "val", "test")
+
+
+def _split_shape_problem(split):
+    """Why a parsed split file is not ``{"train"|"val"|"test": [[image path, label, class name], ...]}``."""
+    if not isinstance(split, dict):
+        return f'holds a JSON {type(split).__name__}, not an object with "train", "val" and "test" lists'
+    for key in SPLIT_KEYS:
+        if not isinstance(split.get(key), list):
+            return f'has no "{key}" list'
+        for i, entry in enumerate(split[key]):
+            ok = (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                  and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 0
+                  and isinstance(entry[2], str))
+            if not ok:
+                shown = repr(entry) if len(repr(entry)) <= 80 else repr(entry)[:77] + "..."
+                return f'entry {i} of "{key}" is {shown}, not [image path, label, class name]'
+    for key in ("train", "test"):
+        if not split[key]:
+            return f'has an empty "{key}" list'
+    return None
+
+
+def load_split_json(filepath, fix="replace it with the published split file"):
+    """Parse a split file and check its shape; ``ValueError`` naming the file, the problem and ``fix``."""
+    def bad(problem):
+        return ValueError(f"split file {filepath} {problem}: {fix}")
+
+    with open(filepath, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        raise bad("is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad(f"is not a text file (byte {e.start} is not UTF-8)") from None
+    try:
+        split = json.loads(text)
+    except ValueError as e:
+        truncated = "" if text.rstrip().endswith(("}", "]")) else " (truncated?)"
+        raise bad(f"is not valid JSON{truncated}: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    problem = _split_shape_problem(split)
+    if problem:
+        raise bad(problem)
+    return split
+
+
+def read_split(filepath, path_prefix, fix="replace it with the published split file"):
     """Read a ``split_zhou_*.json`` file into (train, val, test) lists of ``Datum``."""
     print(f"Reading split from {filepath}")
-    split = read_json(filepath)
+    split = load_split_json(filepath, fix)
     output = []
     for key in ("train", "val", "test"):
         items = []
@@ -238,23 +291,33 @@ def subsample_classes(*args, subsample="all"):
 
 
 # ---------------------------------------------------------------------------
-# Portable caches (few-shot samples, ImageNet's preprocessed lists)
+# Caches: few-shot samples and ImageNet's image lists
 # ---------------------------------------------------------------------------
+#
+# Dassl/CoOp code writes ``split_fewshot/shot_<K>-seed_<S>.pkl`` and ``imagenet/preprocessed.pkl``
+# as pickles of ``Datum`` objects holding absolute paths. Such a file (the "shared" cache) is read
+# by a restricted unpickler that imports and calls nothing, its paths are mapped onto the current
+# data root, its sample is reused as it is, and it is never written to. This project's own caches
+# hold plain data (paths relative to the dataset folder) under names of their own: ``x.pkl`` ->
+# ``x.portable.pkl``. Versions before that wrote the own format under the shared name; such a file
+# is moved to the own name, so that CoOp-family code can write its own file again.
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles plain Python types only: any class reference is refused.
-
-    So loading a cache never imports project code, and caches written by upstream Dassl
-    (pickled ``Datum`` objects) are detected as an old format instead of being trusted.
-    """
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"it references {module}.{name} (old or upstream cache format)")
+OWN_SUFFIX = ".portable.pkl"
+UPSTREAM_DATUM = "dassl.data.datasets.base_dataset.Datum"
 
 
-def load_plain_pickle(path):
-    with open(path, "rb") as f:
-        return _PlainUnpickler(f).load()
+class CacheError(Exception):
+    """A cache this project did not write and cannot use; the message names the file and the fix."""
+
+
+def fewshot_cache_path(dataset_dir, num_shots, seed):
+    """The shared (Dassl/CoOp) name of a few-shot cache."""
+    return osp.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
+
+
+def own_cache_path(shared_path):
+    """This project's cache beside a shared one: ``x.pkl`` -> ``x.portable.pkl``."""
+    return shared_path[:-len(".pkl")] + OWN_SUFFIX
 
 
 def save_plain_pickle(obj, path):
@@ -268,6 +331,97 @@ def encode_items(items, base_dir):
     return [[to_posix_relpath(item.impath, base_dir), item.label, item.classname] for item in items]
 
 
+def _datum_record(obj):
+    """``(impath, label, classname)`` of an unpickled upstream ``Datum``; ValueError for anything else."""
+    state = obj.state if isinstance(obj, InertObject) and obj.qualname == UPSTREAM_DATUM else None
+    if not isinstance(state, dict):
+        raise ValueError(f"it holds {obj!r:.80} where a Datum record was expected")
+    impath, label, classname = state.get("_impath"), state.get("_label"), state.get("_classname")
+    if not (isinstance(impath, str) and type(label) is int and isinstance(classname, str)):
+        raise ValueError(f"a Datum record lacks a path, label or class name: {state!r:.120}")
+    return impath, label, classname
+
+
+def read_cache(path, own_format):
+    """Classify a cache file: ``("own", payload)`` or ``("shared", {name: [(impath, label, classname)]})``.
+
+    Raises ValueError saying why the file is neither (unreadable, other objects than ``Datum``).
+    """
+    try:
+        payload = restricted_pickle_load(path)
+    except Exception as e:  # truncated, empty or not a pickle at all
+        raise ValueError(f"unreadable: {type(e).__name__}: {e}") from None
+    if isinstance(payload, dict) and payload.get("format") == own_format:
+        return "own", payload
+    foreign = sorted(find_inert(payload) - {UPSTREAM_DATUM})
+    if foreign:
+        raise ValueError(f"it holds other objects than Datum records ({', '.join(foreign)}), which were not loaded")
+    if not isinstance(payload, dict) or not all(isinstance(v, list) for v in payload.values()):
+        raise ValueError("it is not a dict of Datum lists")
+    return "shared", {name: [_datum_record(obj) for obj in items] for name, items in payload.items()}
+
+
+def open_shared_cache(shared, own, own_format):
+    """Read the file at the shared name: ``(records, problem)``.
+
+    ``records`` is the ``read_cache`` dict of a Dassl/CoOp cache (None if there is none), ``problem``
+    why a file there cannot be used (None if absent or usable). A file in this project's format
+    (an earlier version wrote it there) is moved to ``own`` (dropped if ``own`` exists) first.
+    """
+    if not osp.exists(shared):
+        return None, None
+    try:
+        kind, payload = read_cache(shared, own_format)
+    except ValueError as e:
+        return None, str(e)
+    if kind == "shared":
+        return payload, None
+    try:
+        if osp.exists(own):
+            os.remove(shared)
+        else:
+            os.replace(shared, own)
+    except FileNotFoundError:  # another run on this data root moved it first
+        return None, None
+    print(f"Note: moved this project's cache {shared} to {own} (CoOp-family code reads the former name and "
+          "cannot read this format)")
+    return None, None
+
+
+def shared_cache_error(path, problem):
+    problem = " ".join(problem.split())  # one line
+    return CacheError(f"cache {path} (not written by this project) cannot be used: {problem}. It is left "
+                      "untouched: fix the data root, or move the file away to draw a new sample")
+
+
+def map_to_dataset_dir(impath, dataset_dir):
+    """A path written on another machine -> path relative to ``dataset_dir``, or None.
+
+    A path inside ``dataset_dir`` is kept; otherwise the part after its last folder named like the
+    dataset folder (``eurosat``, ``caltech-101``, ``imagenet``, ...) is used. Windows separators
+    are accepted.
+    """
+    head = dataset_dir.rstrip(os.sep) + os.sep
+    if impath.startswith(head):
+        return to_posix_relpath(impath, dataset_dir)
+    parts = impath.replace("\\", "/").split("/")
+    folder = osp.basename(dataset_dir.rstrip(os.sep))
+    hits = [i for i, part in enumerate(parts[:-1]) if part == folder]
+    return "/".join(parts[hits[-1] + 1:]) if hits else None
+
+
+def mapped_entries(records, dataset_dir):
+    """Shared-cache records -> ``[[relative path, label, classname]]``; ValueError naming an unmappable path."""
+    entries = []
+    for impath, label, classname in records:
+        rel = map_to_dataset_dir(impath, dataset_dir)
+        if rel is None:
+            raise ValueError(f'{impath} has no folder named "{osp.basename(dataset_dir)}" to map it onto '
+                             f"{dataset_dir}")
+        entries.append([rel, label, classname])
+    return entries
+
+
 def _check_entry(entry):
     ok = (
         isinstance(entry, (list, tuple)) and len(entry) == 3 and isinstance(entry[0], str)
@@ -278,26 +432,20 @@ def _check_entry(entry):
     return entry
 
 
-def fewshot_cache_path(dataset_dir, num_shots, seed):
-    return osp.join(dataset_dir, "split_fewshot", f"shot_{num_shots}-seed_{seed}.pkl")
-
-
-def match_fewshot_cache(payload, dataset_dir, sources):
-    """Return ``{name: [Datum]}`` for a cache payload, or raise ``ValueError`` saying why it is stale.
+def match_fewshot_cache(cached, dataset_dir, sources):
+    """Return ``{name: [Datum]}`` for cached ``{name: [[rel, label, classname]]}``, or raise ``ValueError``.
 
     ``sources`` maps a list name (``train``/``val``) to ``(full list, shots)``. Every cached item
     must be an item of the current full list with the same label and class name, and each label
-    must hold exactly ``min(shots, available)`` distinct items.
+    must hold exactly ``min(shots, available)`` distinct items. The cached order is kept.
     """
-    if not isinstance(payload, dict) or payload.get("format") != FEWSHOT_FORMAT:
-        raise ValueError("unknown or old cache format")
     result = {}
     for name, (items, shots) in sources.items():
-        if name not in payload or not isinstance(payload[name], list):
+        if name not in cached or not isinstance(cached[name], list):
             raise ValueError(f"no {name!r} list")
         index = {to_posix_relpath(item.impath, dataset_dir): item for item in items}
         picked, seen = [], set()
-        for entry in payload[name]:
+        for entry in cached[name]:
             rel, label, classname = _check_entry(entry)
             item = index.get(rel)
             if item is None:
@@ -314,31 +462,37 @@ def match_fewshot_cache(payload, dataset_dir, sources):
             seen.add(rel)
             picked.append(item)
         available = Counter(item.label for item in items)
-        cached = Counter(item.label for item in picked)
+        cached_counts = Counter(item.label for item in picked)
         for label, n in available.items():
-            if cached.get(label, 0) != min(shots, n):
+            if cached_counts.get(label, 0) != min(shots, n):
                 raise ValueError(
-                    f"{name} holds {cached.get(label, 0)} images of label {label}, expected {min(shots, n)}"
+                    f"{name} holds {cached_counts.get(label, 0)} images of label {label}, expected {min(shots, n)}"
                 )
         result[name] = picked
     return result
 
 
 def warn_short_classes(sources):
-    """Print ONE line naming the classes that have fewer images than the requested shots."""
-    short = []
+    """Print ONE line naming the classes that have fewer images than the requested shots.
+
+    A class short in several lists (train and val) is counted once and named with each list.
+    """
+    short = defaultdict(list)  # label -> ["train 3/16", "val 1/4"]
+    cnames = {}
     for name, (items, shots) in sources.items():
         counts = Counter(item.label for item in items)
-        cnames = {item.label: item.classname for item in items}
+        for item in items:
+            cnames.setdefault(item.label, item.classname)
         for label in sorted(counts):
             if counts[label] < shots:
-                short.append(f"{cnames[label]} ({name} {counts[label]}/{shots})")
+                short[label].append(f"{name} {counts[label]}/{shots}")
     if short:
-        shown = ", ".join(short[:MAX_LISTED_CLASSES])
-        if len(short) > MAX_LISTED_CLASSES:
-            shown += f", ... and {len(short) - MAX_LISTED_CLASSES} more"
+        named = [f"{cnames[label]} ({', '.join(parts)})" for label, parts in sorted(short.items())]
+        shown = ", ".join(named[:MAX_LISTED_CLASSES])
+        if len(named) > MAX_LISTED_CLASSES:
+            shown += f", ... and {len(named) - MAX_LISTED_CLASSES} more"
         print(
-            f"WARNING: {len(short)} class(es) have fewer images than the requested shots; "
+            f"WARNING: {len(short)} of {len(cnames)} classes have fewer images than the requested shots; "
             f"using all of their images: {shown}"
         )
 
@@ -380,8 +534,9 @@ class CoOpDataset(DatasetBase):
     def fewshot(self, cfg, train, val=None):
         """K-shot samples of ``train`` (and ``min(K, 4)`` of ``val``), cached per (K, seed).
 
-        Returns ``(train, val)``; ``val`` is None when not given (ImageNet). A cache that
-        does not match the data is reported and rebuilt, never trusted.
+        Returns ``(train, val)``; ``val`` is None when not given (ImageNet). The sample comes from
+        this project's cache if it matches the data, else from a Dassl/CoOp cache of the same
+        (K, seed) (which must match the data: ``CacheError`` otherwise), else it is drawn and cached.
         """
         num_shots = int(cfg.DATASET.NUM_SHOTS)
         if num_shots < 1:
@@ -390,8 +545,23 @@ class CoOpDataset(DatasetBase):
         if val is not None:
             sources["val"] = (val, min(num_shots, 4))
         warn_short_classes(sources)
-        path = fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED)
-        result = self._load_fewshot_cache(path, sources) if osp.exists(path) else None
+        shared = fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED)
+        own = own_cache_path(shared)
+        records, problem = open_shared_cache(shared, own, FEWSHOT_FORMAT)
+        result = self._load_own_fewshot_cache(own, sources, fallback=shared if records else None)
+        if result is not None and records is not None:
+            self._note_other_sample(shared, own, records, sources, result)
+        elif result is None and (records is not None or problem is not None):
+            if problem is None:
+                try:
+                    cached = {name: mapped_entries(records[name], self.dataset_dir)
+                              for name in sources if name in records}
+                    result = match_fewshot_cache(cached, self.dataset_dir, sources)
+                except ValueError as e:
+                    problem = f"it does not fit the data under {self.dataset_dir} ({e})"
+            if problem is not None:
+                raise shared_cache_error(shared, problem)
+            print(f"Loading preprocessed few-shot data from {shared}")
         if result is None:
             result = OrderedDict(
                 (name, self.generate_fewshot_dataset(items, num_shots=shots))
@@ -399,24 +569,38 @@ class CoOpDataset(DatasetBase):
             )
             payload = {"format": FEWSHOT_FORMAT, "num_shots": num_shots, "seed": cfg.SEED}
             payload.update((name, encode_items(items, self.dataset_dir)) for name, items in result.items())
-            print(f"Saving preprocessed few-shot data to {path}")
-            save_plain_pickle(payload, path)
+            print(f"Saving preprocessed few-shot data to {own}")
+            save_plain_pickle(payload, own)
         return result["train"], result.get("val")
 
-    def _load_fewshot_cache(self, path, sources):
-        """The cached sample, or None (with a warning naming the file) when it must be rebuilt."""
-        try:
-            payload = load_plain_pickle(path)
-        except Exception as e:  # truncated, not a pickle, or pickled objects (old/upstream format)
-            print(f"WARNING: few-shot cache {path} does not match the data (unreadable: {e}); rebuilding it")
+    def _load_own_fewshot_cache(self, path, sources, fallback=None):
+        """This project's cached sample, or None: absent, or stale (then it is reported and removed)."""
+        if not osp.exists(path):
             return None
         try:
+            kind, payload = read_cache(path, FEWSHOT_FORMAT)
+            if kind != "own":
+                raise ValueError("not this project's format")
             result = match_fewshot_cache(payload, self.dataset_dir, sources)
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            print(f"WARNING: few-shot cache {path} does not match the data ({e}); rebuilding it")
+            then = f"using {fallback} instead" if fallback else "rebuilding it"
+            print(f"WARNING: few-shot cache {path} does not match the data ({e}); {then}")
+            if fallback:  # (otherwise it is overwritten)
+                os.remove(path)
             return None
         print(f"Loading preprocessed few-shot data from {path}")
         return result
+
+    def _note_other_sample(self, shared, own, records, sources, result):
+        """One note when the Dassl/CoOp cache beside ours holds another sample."""
+        try:
+            theirs = {name: [e[0] for e in mapped_entries(records[name], self.dataset_dir)] for name in sources}
+        except (KeyError, ValueError):
+            theirs = None
+        ours = {name: [to_posix_relpath(i.impath, self.dataset_dir) for i in items] for name, items in result.items()}
+        if theirs != ours:
+            print(f"Note: {shared} (written by Dassl/CoOp code) holds another sample than {own}; this project "
+                  f"keeps its own (delete {own} to use the other)")
 
     @staticmethod
     def subsample_mode(cfg):
@@ -439,6 +623,17 @@ class SplitDataset(CoOpDataset):
     def required_files(cls):
         return [cls.split_file]
 
+    @classmethod
+    def split_fix(cls):
+        """What to do about a damaged split file."""
+        fix = f"download the published {cls.split_file} again ({DOCS}#{cls.anchor})"
+        return fix + ", or delete it to generate a random split" if cls.supports_random_split() else fix
+
+    @classmethod
+    def supports_random_split(cls):
+        """True when ``generate_split`` exists (it may still need ``fallback_files``)."""
+        return cls.generate_split is not SplitDataset.generate_split
+
     @property
     def path_prefix(self):
         return self.dataset_dir if type(self).paths_relative_to_dataset_dir else self.image_dir
@@ -446,7 +641,7 @@ class SplitDataset(CoOpDataset):
     @classmethod
     def listed_images(cls, dataset_dir):
         """``{split: [absolute image paths]}`` listed in the split JSON (for ``datasets.check``)."""
-        split = read_json(osp.join(dataset_dir, cls.split_file))
+        split = load_split_json(osp.join(dataset_dir, cls.split_file), cls.split_fix())
         prefix = dataset_dir if cls.paths_relative_to_dataset_dir else osp.join(dataset_dir, cls.image_dir)
         return {key: [osp.join(prefix, entry[0]) for entry in split[key]] for key in ("train", "val", "test")}
 
@@ -455,7 +650,7 @@ class SplitDataset(CoOpDataset):
         self.split_path = osp.join(self.dataset_dir, type(self).split_file)
         if osp.isfile(self.split_path):
             self.require_image_dir()
-            train, val, test = read_split(self.split_path, self.path_prefix)
+            train, val, test = read_split(self.split_path, self.path_prefix, type(self).split_fix())
         else:
             train, val, test = self._fallback_split()
         train, val = self.fewshot(cfg, train, val)

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Protocol functions shared by every method's scripts (source this file, then call one function).
 #
+# The protocols, each trainer's configs and options for them, and the output layout are defined once,
+# in harness/protocols.py; these functions ask it for a step's train.py command line
+# (`python -m harness.protocols command ...`) and run it. A whole benchmark (every dataset and seed,
+# several GPUs or a Slurm cluster) is `python scripts/benchmark.py run ...`.
+#
 # Environment: DATA (data root, default "data"), OUTPUT (default "output"), GPU (sets
-# CUDA_VISIBLE_DEVICES), OPTS (extra "KEY VALUE" overrides), SHOTS (default 16), PYTHON.
-# A finished run (its log has the result block) is skipped; an unfinished one resumes from its
-# last checkpoint, and its old log is kept as log.txt-unfinished-<time> (logs are never overwritten).
-# With RUN_QUEUE=FILE, each train.py command line is appended to FILE instead of run;
-# `python scripts/run_queue.py FILE` then runs the queue in one process (imports paid once).
+# CUDA_VISIBLE_DEVICES), OPTS (extra "KEY VALUE" overrides, shell words), SHOTS (default 16), PYTHON,
+# DRY_RUN (1: print the train.py command line instead of running it).
+# A finished run (its finished.json, or a result log written without a run record) is skipped; an
+# unfinished one resumes exactly from its last epoch (train.py keeps its old log as
+# log.txt-unfinished-<time>; logs are never overwritten). A test step refuses a training run that has
+# not finished. train.py refuses a folder whose recorded config differs (see harness/run.py).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,134 +23,116 @@ PYTHON=${PYTHON:-python}
 OPTS=${OPTS:-}
 if [ -n "${GPU:-}" ]; then export CUDA_VISIBLE_DEVICES=$GPU; fi
 
-B2N_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+harness_py() {  # harness_py ARGS...: python with the repository on the path (the harness is stdlib only)
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$@"
+}
 
-# run_finished DIR train|test: true if DIR/log.txt holds a result block (after "Finish training" for train).
-run_finished() {
-    local log="$1/log.txt" mode="$2"
-    [ -f "$log" ] || return 1
-    if [ "$mode" = train ]; then
-        awk '/^Finish(ed)? training/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
-    else
-        awk '/^=> result/{f=1} f && /^\* accuracy:/{ok=1} END{exit !ok}' "$log"
+# need_args MIN "ARGS" "$@": a script's first call. With fewer than MIN arguments it prints
+# "usage: bash scripts/<method>/<script>.sh ARGS" and exits 2 (with -h or --help: prints it, exits 0).
+need_args() {
+    local min="$1" usage="usage: bash ${0#"$REPO"/} $2"
+    shift 2
+    case "${1:-}" in -h|--help) echo "$usage"; exit 0 ;; esac
+    if [ "$#" -lt "$min" ]; then
+        echo "$usage" >&2
+        exit 2
     fi
 }
 
-# prepare_run DIR MODE: returns 1 (skip) if finished; keeps an unfinished log under a new name.
-prepare_run() {
-    local dir="$1" mode="$2"
-    if run_finished "$dir" "$mode"; then
-        echo "The results exist at $dir (finished, so skip this job)"
-        return 1
-    fi
-    if [ -f "$dir/log.txt" ]; then
-        local kept="$dir/log.txt-unfinished-$(date +%Y-%m-%d-%H-%M-%S)"
-        mv "$dir/log.txt" "$kept"
-        echo "Resuming the unfinished run at $dir (previous log kept as $kept)"
-    fi
-    return 0
+# run_state DIR: finished, unfinished, legacy (a result log without a run record), foreign or new.
+run_state() {
+    harness_py -m harness.run state "$1"
 }
 
-# latest_epoch MODEL_DIR: the epoch of the newest checkpoint (from the "checkpoint" pointer file).
-latest_epoch() {
-    local pointer
-    pointer=$(find "$1" -mindepth 2 -maxdepth 2 -name checkpoint | head -n 1)
-    if [ -z "$pointer" ]; then
-        echo "No checkpoint under $1: train first (or pass LOADEP)" >&2
-        return 1
-    fi
-    head -n 1 "$pointer" | sed 's/^model\.pth\.tar-//'
-}
-
-# default_loadep MODEL_DIR: "best" if the run saved model-best.pth.tar (written only when it deploys
-# the best-validation model, TEST.FINAL_MODEL best_val), else the newest epoch.
-default_loadep() {
-    if [ -n "$(find "$1" -mindepth 2 -maxdepth 2 -name model-best.pth.tar | head -n 1)" ]; then
-        echo best
-    else
-        latest_epoch "$1"
-    fi
-}
-
-# train_py ARGS...: run train.py, or queue the command line when RUN_QUEUE is set.
+# train_py ARGS...: run train.py (with DRY_RUN=1, print its command line instead).
 train_py() {
-    if [ -n "${RUN_QUEUE:-}" ]; then
-        printf '%q ' "$REPO/train.py" "$@" >> "$RUN_QUEUE"
-        echo >> "$RUN_QUEUE"
+    if [ "${DRY_RUN:-0}" = 1 ]; then
+        printf '%q ' "$PYTHON" "$REPO/train.py" "$@"
+        echo
     else
         "$PYTHON" "$REPO/train.py" "$@"
     fi
 }
 
-# train_run TRAINER DATASET CFG SEED DIR [KEY VALUE ...]
+# protocol_step OPTIONS... [-- KEY VALUE ...]: the step's command line from harness/protocols.py (see
+# `python -m harness.protocols command --help`), then skip, resume or run it.
+protocol_step() {
+    local plan action dir
+    plan=$(harness_py -m harness.protocols command --data="$DATA" --output="$OUTPUT" --shots="$SHOTS" \
+        --opts="$OPTS" "$@") || return 1
+    eval "set -- $plan"
+    action="$1" dir="$2"
+    shift 2
+    case "$action" in
+        skip) echo "The results exist at $dir (finished, so skip this job)"; return 0 ;;
+        resume) echo "Resuming the unfinished run at $dir" ;;
+    esac
+    train_py "$@"
+}
+
+# train_run TRAINER DATASET CFG SEED DIR [KEY VALUE ...]: a training run into DIR.
 train_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5"
     shift 5
-    prepare_run "$dir" train || return 0
-    # shellcheck disable=SC2086
-    train_py --root "$DATA" --seed "$seed" --trainer "$trainer" \
-        --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
-        --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
-        --output-dir "$dir" "$@" $OPTS
+    protocol_step --step train --trainer="$trainer" --dataset="$dataset" --cfg="$cfg" --seed="$seed" \
+        --dir="$dir" -- "$@"
 }
 
-# test_run TRAINER DATASET CFG SEED DIR MODEL_DIR LOADEP [KEY VALUE ...]
+# test_run TRAINER DATASET CFG SEED DIR MODEL_DIR LOADEP [KEY VALUE ...]: an eval-only run of MODEL_DIR's model.
 test_run() {
     local trainer="$1" dataset="$2" cfg="$3" seed="$4" dir="$5" model_dir="$6" loadep="$7"
     shift 7
-    prepare_run "$dir" test || return 0
-    if [ -z "$loadep" ]; then loadep=$(default_loadep "$model_dir"); fi
-    # LOADEP "best": no --load-epoch, so model-best.pth.tar is loaded (configs with TEST.FINAL_MODEL best_val).
-    local load_epoch=(--load-epoch "$loadep")
-    if [ "$loadep" = best ]; then load_epoch=(); fi
-    # shellcheck disable=SC2086
-    train_py --root "$DATA" --seed "$seed" --trainer "$trainer" \
-        --dataset-config-file "$REPO/configs/datasets/$dataset.yaml" \
-        --config-file "$REPO/configs/trainers/$trainer/$cfg.yaml" \
-        --output-dir "$dir" --model-dir "$model_dir" ${load_epoch[@]+"${load_epoch[@]}"} --eval-only "$@" $OPTS
+    protocol_step --step test --trainer="$trainer" --dataset="$dataset" --cfg="$cfg" --seed="$seed" --dir="$dir" \
+        --model-dir="$model_dir" --load-epoch="$loadep" -- "$@"
 }
 
-b2n_dir() {  # b2n_dir train_base|test_new TRAINER DATASET CFG SEED
-    echo "$OUTPUT/base2new/$1/$3/shots_$SHOTS/$2/$4/seed$5"
+# The protocol steps. CFG "" = the method's config for the dataset (harness/protocols.py METHODS,
+# which also adds the method's options, e.g. MMRL's TASK); LOADEP "" = model-best.pth.tar if the
+# training run saved one (TEST.FINAL_MODEL best_val), else its newest epoch. Trailing KEY VALUE pairs
+# are passed on to train.py.
+b2n_train() {  # b2n_train TRAINER DATASET SEED [CFG] [KEY VALUE ...]
+    local trainer="$1" dataset="$2" seed="$3" cfg="${4:-}"
+    shift $(( $# < 4 ? $# : 4 ))
+    protocol_step --step b2n_train --trainer="$trainer" --dataset="$dataset" --seed="$seed" --cfg="$cfg" -- "$@"
 }
 
-# The four protocol steps; trailing KEY VALUE pairs are passed on to train.py.
-b2n_train() {  # b2n_train TRAINER DATASET SEED CFG [KEY VALUE ...]
-    local trainer="$1" dataset="$2" seed="$3" cfg="$4"
-    shift 4
-    train_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir train_base "$trainer" "$dataset" "$cfg" "$seed")" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base "$@"
-}
-
-b2n_test() {  # b2n_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (LOADEP "" = model-best if saved, else latest)
-    local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
+b2n_test() {  # b2n_test TRAINER DATASET SEED [CFG] [LOADEP] [KEY VALUE ...]
+    local trainer="$1" dataset="$2" seed="$3" cfg="${4:-}" loadep="${5:-}"
     shift $(( $# < 5 ? $# : 5 ))
-    test_run "$trainer" "$dataset" "$cfg" "$seed" "$(b2n_dir test_new "$trainer" "$dataset" "$cfg" "$seed")" \
-        "$(b2n_dir train_base "$trainer" "$dataset" "$cfg" "$seed")" "$loadep" \
-        DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES new "$@"
+    protocol_step --step b2n_test --trainer="$trainer" --dataset="$dataset" --seed="$seed" --cfg="$cfg" \
+        --load-epoch="$loadep" -- "$@"
 }
 
-xd_train() {  # xd_train TRAINER SEED CFG [KEY VALUE ...]  (ImageNet, all classes)
-    local trainer="$1" seed="$2" cfg="$3"
-    shift 3
-    train_run "$trainer" imagenet "$cfg" "$seed" "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" \
-        DATASET.NUM_SHOTS "$SHOTS" "$@"
+xd_train() {  # xd_train TRAINER SEED [CFG] [KEY VALUE ...]  (ImageNet, all classes)
+    local trainer="$1" seed="$2" cfg="${3:-}"
+    shift $(( $# < 3 ? $# : 3 ))
+    protocol_step --step xd_train --trainer="$trainer" --seed="$seed" --cfg="$cfg" -- "$@"
 }
 
-xd_test() {  # xd_test TRAINER DATASET SEED CFG [LOADEP] [KEY VALUE ...]  (all classes, full test set)
-    local trainer="$1" dataset="$2" seed="$3" cfg="$4" loadep="${5:-}"
+xd_test() {  # xd_test TRAINER DATASET SEED [CFG] [LOADEP] [KEY VALUE ...]  (all classes, full test set)
+    local trainer="$1" dataset="$2" seed="$3" cfg="${4:-}" loadep="${5:-}"
     shift $(( $# < 5 ? $# : 5 ))
-    test_run "$trainer" "$dataset" "$cfg" "$seed" "$OUTPUT/evaluation/$trainer/${cfg}_${SHOTS}shots/$dataset/seed$seed" \
-        "$OUTPUT/imagenet/$trainer/${cfg}_${SHOTS}shots/seed$seed" "$loadep" "$@"
+    protocol_step --step xd_test --trainer="$trainer" --dataset="$dataset" --seed="$seed" --cfg="$cfg" \
+        --load-epoch="$loadep" -- "$@"
+}
+
+# fewshot_train TRAINER DATASET SEED SHOTS [CFG] [KEY VALUE ...]: all classes; the training's final test is the result.
+fewshot_train() {
+    local trainer="$1" dataset="$2" seed="$3" shots="$4" cfg="${5:-}"
+    shift $(( $# < 5 ? $# : 5 ))
+    SHOTS="$shots" protocol_step --step fewshot_train --trainer="$trainer" --dataset="$dataset" --seed="$seed" \
+        --cfg="$cfg" -- "$@"
+}
+
+zeroshot_eval() {  # zeroshot_eval TRAINER DATASET [CFG] [SUBSAMPLE]: eval-only, no seed
+    protocol_step --step zeroshot --trainer="$1" --dataset="$2" --cfg="${3:-}" --subsample="${4:-all}"
 }
 
 # The per-GPU drivers, through a method's own scripts (so its default configs apply).
 all_base2new() {  # all_base2new METHOD_SCRIPT_DIR GPU SEED: every dataset, train on base then test on new
     local here="$1" seed="$3" dataset
     export GPU="$2" CUDA_VISIBLE_DEVICES="$2"
-    for dataset in $B2N_DATASETS; do
+    for dataset in $(harness_py -m harness.protocols datasets base2new); do
         bash "$here/base2new_train.sh" "$dataset" "$seed"
         bash "$here/base2new_test.sh" "$dataset" "$seed"
     done
@@ -154,7 +142,7 @@ all_xd() {  # all_xd METHOD_SCRIPT_DIR GPU SEED: train on ImageNet, test the 10 
     local here="$1" seed="$3" dataset
     export GPU="$2" CUDA_VISIBLE_DEVICES="$2"
     bash "$here/xd_train.sh" "$seed"
-    for dataset in $XD_TARGETS $DG_TARGETS; do
+    for dataset in $(harness_py -m harness.protocols datasets xd); do
         bash "$here/xd_test.sh" "$dataset" "$seed"
     done
 }

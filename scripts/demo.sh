@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The main job: the complete base-to-novel protocol (train on base classes, test on new classes)
-# for every adaptation trainer, on miniature datasets, 2 seeds, then zero-shot CLIP beside each
-# trained model (Base / New / HM).
+# for every adaptation trainer, on miniature datasets, 2 seeds, then a table of zero-shot CLIP beside
+# each trained model (Base / New / HM).
 #
 #   bash scripts/demo.sh
 #
 # Offline and CPU-only: the "mini-clip" backbone, a miniature CLIP pretrained on the synthetic world
-# the miniature datasets are drawn from (clip/weights/MINI_CLIP.md), so the numbers are those of
-# that world, not of real CLIP. Environment (defaults in brackets):
+# the miniature datasets are drawn from (clip/weights/README.md), so the numbers are that world's,
+# not real CLIP's. Environment (defaults in brackets):
 #   DATA [data_mini]  OUTPUT [output/demo-mini-clip]  DATASETS ["caltech101 eurosat"]  SEEDS ["1 2"]
 #   METHODS ["clip_adapter mma attn_mm_adapter mmrl"]  SHOTS [4]  EPOCHS [2]  TEST_PER_CLASS [10]
-# The runs are those of the per-method scripts (scripts/<method>/base2new_{train,test}.sh), queued
-# and executed in one Python process per seed (imports paid once), seeds in parallel, one CPU thread
-# each. Each run's full log is in its output folder (log.txt); console output in $OUTPUT/console/.
+# The runs are those of the per-method scripts (scripts/<method>/base2new_{train,test}.sh), run by
+# scripts/benchmark.py on JOBS [2] CPU workers (each imports the code once), one CPU thread each.
+# Each run's full log is in its output folder (log.txt); console output in $OUTPUT/benchmark/console/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,10 @@ SEEDS=${SEEDS:-"1 2"}
 METHODS=${METHODS:-"clip_adapter mma attn_mm_adapter mmrl"}
 EPOCHS=${EPOCHS:-2}
 TEST_PER_CLASS=${TEST_PER_CLASS:-10}
+JOBS=${JOBS:-2}
+declare -A TRAINER_OF=([clip_adapter]=CLIP_Adapter [mma]=MultiModalAdapter [attn_mm_adapter]=AttnMMAdapter [mmrl]=MMRL)
+TRAINERS="ZeroshotCLIP"  # zero-shot mini-clip on the base and the new classes, the reference
+for method in $METHODS; do TRAINERS="$TRAINERS ${TRAINER_OF[$method]:?unknown method $method}"; done
 # fp32 everywhere: "amp" means bf16 autocast on a CPU, which many CPUs emulate very slowly.
 PREC_FP32="TRAINER.MMADAPTER.PREC fp32 TRAINER.CLIP_ADAPTER.PREC fp32 TRAINER.MMRL.PREC fp32 TRAINER.ATTN_MM_ADAPTER.PREC fp32"
 export OPTS="MODEL.BACKBONE.NAME mini-clip DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH $EPOCHS $PREC_FP32 ${OPTS:-}"
@@ -36,42 +40,15 @@ echo "== Miniature datasets in $DATA: $DATASETS"
 python -m datasets.mini --root "$DATA" --datasets $DATASETS --per-class "$SHOTS" \
     --test-per-class "$TEST_PER_CLASS" | tail -n 1
 
-mkdir -p "$OUTPUT/console"
-
-# queue_and_run SEED STEP: queue STEP (train or test) of every method and dataset through the
-# method's own scripts, then run the queue in one Python process (see scripts/run_queue.py).
-# Zero-shot CLIP on the base and the new classes goes first in the first seed's training queue.
-queue_and_run() {
-    local seed="$1" step="$2" method dataset
-    local queue="$OUTPUT/console/queue_${step}_seed$seed.txt"
-    : > "$queue"
-    if [ "$step" = train ] && [ "$seed" = "${SEEDS%% *}" ]; then
-        for dataset in $DATASETS; do
-            RUN_QUEUE="$queue" bash scripts/zsclip/zeroshot.sh "$dataset" vit_b16 base
-            RUN_QUEUE="$queue" bash scripts/zsclip/zeroshot.sh "$dataset" vit_b16 new
-        done
-    fi
-    for method in $METHODS; do
-        for dataset in $DATASETS; do
-            RUN_QUEUE="$queue" bash "scripts/$method/base2new_$step.sh" "$dataset" "$seed"
-        done
-    done
-    python scripts/run_queue.py "$queue" --label "seed $seed $step " --console "$OUTPUT/console/seed$seed.txt"
-}
-
-echo "== Base-to-novel: $METHODS on $DATASETS, seeds $SEEDS (one process per seed, in parallel)"
-pids=()
-for seed in $SEEDS; do
-    { queue_and_run "$seed" train && queue_and_run "$seed" test; } & pids+=($!)
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-if [ "$status" != 0 ]; then
-    echo "The demo failed; console output is in $OUTPUT/console/" >&2
+echo "== Base-to-novel: $METHODS on $DATASETS, seeds $SEEDS ($JOBS CPU workers)"
+# shellcheck disable=SC2086
+if ! python scripts/benchmark.py run --trainer $TRAINERS --protocol base2new --seeds $SEEDS --datasets $DATASETS \
+        --shots "$SHOTS" --gpus cpu --jobs "$JOBS" --no-table; then
+    echo "The demo failed; console output is in $OUTPUT/benchmark/console/" >&2
     exit 1
 fi
 
 echo "== Results: zero-shot mini-clip (ZS) and after training on the base classes, mean over seeds $SEEDS"
-echo "   (accuracy % on the miniature test sets; the synthetic world's numbers, not real CLIP's)"
+echo "   (accuracy % on the miniature test sets: numbers of the synthetic world, not of real CLIP)"
 python scripts/demo_table.py "$OUTPUT"
 echo "== Finished in $(( $(date +%s) - start )) s. Logs under $OUTPUT/base2new/"

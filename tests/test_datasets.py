@@ -17,7 +17,7 @@ from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, Datum, build_dataset
 from dassl.utils import read_json, write_json
 from datasets import check, mini
-from datasets.common import CONFIG_STEMS, fewshot_cache_path, subsample_classes
+from datasets.common import CONFIG_STEMS, fewshot_cache_path, own_cache_path, subsample_classes
 from datasets.oxford_pets import breed_from_filename
 from datasets.stanford_cars import year_first
 from datasets.sun397 import scene_name
@@ -76,7 +76,7 @@ def fresh_copy(mini_root, tmp_path, name):
     them, which never alters the shared originals.
     """
     folder = DATASET_REGISTRY.get(name).dataset_dir
-    ignore = shutil.ignore_patterns("split_fewshot", "preprocessed.pkl")
+    ignore = shutil.ignore_patterns("split_fewshot", "preprocessed*.pkl")
     shutil.copytree(osp.join(mini_root, folder), osp.join(tmp_path, folder), ignore=ignore,
                     copy_function=_link_or_copy)
     return str(tmp_path)
@@ -214,8 +214,13 @@ def eurosat6(tmp_path):
     return str(tmp_path)
 
 
+def own_fewshot_cache(dataset_dir, shots, seed):
+    """This project's few-shot cache (``shot_<K>-seed_<S>.portable.pkl``)."""
+    return own_cache_path(fewshot_cache_path(dataset_dir, shots, seed))
+
+
 def test_fewshot_determinism_and_cache_reuse(eurosat6, capsys):
-    cache = fewshot_cache_path(osp.join(eurosat6, "eurosat"), 2, 1)
+    cache = own_fewshot_cache(osp.join(eurosat6, "eurosat"), 2, 1)
     first = build(eurosat6, "EuroSAT", shots=2, seed=1)
     out = capsys.readouterr().out
     assert f"Saving preprocessed few-shot data to {cache}" in out
@@ -232,7 +237,7 @@ def test_fewshot_determinism_and_cache_reuse(eurosat6, capsys):
     assert impaths(build(eurosat6, "EuroSAT", shots=2, seed=1).train_x) == impaths(first.train_x)
     other = build(eurosat6, "EuroSAT", shots=2, seed=2)
     assert impaths(other.train_x) != impaths(first.train_x)
-    assert osp.isfile(fewshot_cache_path(osp.join(eurosat6, "eurosat"), 2, 2))
+    assert osp.isfile(own_fewshot_cache(osp.join(eurosat6, "eurosat"), 2, 2))
 
 
 def test_fewshot_then_subsample_share_one_cache(eurosat6, capsys):
@@ -243,12 +248,12 @@ def test_fewshot_then_subsample_share_one_cache(eurosat6, capsys):
     assert out.count("Saving preprocessed few-shot data") == 1
     assert out.count("Loading preprocessed few-shot data") == 2
     assert sorted(impaths(base.train_x) + impaths(new.train_x)) == impaths(full.train_x)
-    assert os.listdir(osp.join(eurosat6, "eurosat", "split_fewshot")) == ["shot_2-seed_3.pkl"]
+    assert os.listdir(osp.join(eurosat6, "eurosat", "split_fewshot")) == ["shot_2-seed_3.portable.pkl"]
 
 
 def test_fewshot_cache_is_portable(eurosat6):
     build(eurosat6, "EuroSAT", shots=1, seed=1)
-    cache = fewshot_cache_path(osp.join(eurosat6, "eurosat"), 1, 1)
+    cache = own_fewshot_cache(osp.join(eurosat6, "eurosat"), 1, 1)
     code = (
         "import pickle, sys; d = pickle.load(open(sys.argv[1], 'rb')); "
         "print(sorted(d), len(d['train']), d['train'][0][0].count('/'), type(d['train'][0][1]).__name__)"
@@ -262,7 +267,7 @@ def test_fewshot_cache_is_portable(eurosat6):
 
 
 def _datum_cache(path, impath):
-    """A cache like the ones upstream Dassl writes (pickled Datum objects)."""
+    """Pickled Datum objects (the Dassl/CoOp format) under this project's cache name."""
     with open(path, "wb") as f:
         pickle.dump({"train": [Datum(impath, 0, 0, "x")], "val": []}, f)
 
@@ -272,7 +277,7 @@ STALE_REASONS = {
     "label": "is cached as (1,",
     "classname": "(renamed)",
     "garbage": "unreadable",
-    "datum_objects": "old or upstream cache format",
+    "datum_objects": "not this project's format",
     "missing_file": "listed file no longer exists",
     "count": "expected 2",
 }
@@ -281,7 +286,7 @@ STALE_REASONS = {
 @pytest.mark.parametrize("problem", list(STALE_REASONS))
 def test_stale_fewshot_cache_is_rebuilt(eurosat6, capsys, problem):
     dataset_dir = osp.join(eurosat6, "eurosat")
-    cache = fewshot_cache_path(dataset_dir, 2, 1)
+    cache = own_fewshot_cache(dataset_dir, 2, 1)
     build(eurosat6, "EuroSAT", shots=2, seed=1)
     with open(cache, "rb") as f:
         payload = pickle.load(f)
@@ -331,7 +336,9 @@ def test_fewer_images_than_shots_warns_once(mini_root, tmp_path, capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "fewer images than the requested shots" in line]
     assert len(lines) == 1, out
-    assert "Annual Crop Land (train 2/4)" in lines[0] and "Sea or Lake (val 2/4)" in lines[0]
+    # Each class is counted once, with both of its short lists (the count was once doubled).
+    assert "10 of 10 classes have fewer images" in lines[0]
+    assert "Annual Crop Land (train 2/4, val 2/4)" in lines[0] and "Sea or Lake (train 2/4, val 2/4)" in lines[0]
     assert len(ds.train_x) == 20 and len(ds.val) == 20
 
 
@@ -341,7 +348,7 @@ def test_imagenet_caches(mini_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Saving preprocessed data to" in out and "SUBSAMPLE BASE CLASSES!" in out
     assert ds.num_classes == 500 and len(ds.train_x) == 500 and ds.val is ds.test and len(ds.test) == 500
-    with open(fewshot_cache_path(osp.join(root, "imagenet"), 1, 1), "rb") as f:
+    with open(own_fewshot_cache(osp.join(root, "imagenet"), 1, 1), "rb") as f:
         assert sorted(pickle.load(f)) == ["format", "num_shots", "seed", "train"]  # train only
 
     build(root, "ImageNet", shots=1, seed=1)
@@ -352,7 +359,7 @@ def test_imagenet_caches(mini_root, tmp_path, capsys):
     os.remove(gone)
     ds = build(root, "ImageNet")
     out = capsys.readouterr().out
-    assert f"WARNING: {osp.join(root, 'imagenet', 'preprocessed.pkl')} does not match the data" in out
+    assert f"WARNING: {osp.join(root, 'imagenet', 'preprocessed.portable.pkl')} does not match the data" in out
     assert gone not in impaths(ds.test) and len(ds.test) == 999
 
 

@@ -3,6 +3,7 @@ import math
 import os
 import os.path as osp
 import random
+import re
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ import train
 from dassl.config import get_cfg_default
 from dassl.data.datasets import Datum, DatasetBase
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint, set_random_seed, setup_logger
+from dassl.utils import load_checkpoint, resume_from_checkpoint, set_random_seed, setup_logger
+from harness.preflight import ConfigError
 from helpers import read, run_train
 
 
@@ -208,7 +210,7 @@ def test_training_log_checkpoint_and_format(toy_root, tmp_path):
     assert tail[5].startswith("* correct: ")
     acc = float(tail[6].removeprefix("* accuracy: ").removesuffix("%"))
     assert tail[6] == f"* accuracy: {acc:.1f}%" and tail[7] == f"* error: {100 - acc:.1f}%"
-    assert tail[8].startswith("* macro_f1: ") and tail[9].startswith("Elapsed: 0:00:")
+    assert tail[8].startswith("* macro_f1: ") and re.fullmatch(r"Elapsed: \d+:\d\d:\d\d", tail[9])
     assert "epoch [3/3] batch [3/3]" in log
     ckpt_dir = osp.join(out, "probe")
     assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "model.pth.tar-3"]  # no temp files left
@@ -217,15 +219,16 @@ def test_training_log_checkpoint_and_format(toy_root, tmp_path):
     assert ckpt["epoch"] == 3 and set(ckpt) >= {"state_dict", "optimizer", "scheduler", "val_result"}
     assert set(ckpt["state_dict"]) == {"fc.weight", "fc.bias"}
 
-    # eval-only from the checkpoint reproduces the final accuracy, in a new log (the old is kept)
-    trainer = run_train(probe_args(toy_root, out, flags=["--eval-only", "--model-dir", out, "--load-epoch", "3"]))
+    # eval-only from the checkpoint reproduces the final accuracy (in a folder of its own)
+    evaluation = str(tmp_path / "eval")
+    trainer = run_train(probe_args(toy_root, evaluation, flags=["--eval-only", "--model-dir", out, "--load-epoch", "3"]))
     assert torch.equal(trainer.model.fc.weight.cpu(), ckpt["state_dict"]["fc.weight"])
-    logs = sorted(f for f in os.listdir(out) if f.startswith("log.txt"))
-    assert len(logs) == 2 and read(osp.join(out, "log.txt")) == log
-    second = read(osp.join(out, [f for f in logs if f != "log.txt"][0]))
-    assert f"* accuracy: {acc:.1f}%" in second
-    with pytest.raises(FileNotFoundError, match="model.pth.tar-7"):
+    assert f"* accuracy: {acc:.1f}%" in read(osp.join(evaluation, "log.txt"))
+    assert read(osp.join(out, "log.txt")) == log
+    # a missing epoch is refused before the evaluation's folder is created, naming the epochs there are
+    with pytest.raises(ConfigError, match=r"has no model.pth.tar-7: use --load-epoch 3"):
         run_train(probe_args(toy_root, str(tmp_path / "x"), flags=["--eval-only", "--model-dir", out, "--load-epoch", "7"]))
+    assert not osp.exists(tmp_path / "x")
 
 
 class Interrupt(Exception):
@@ -252,7 +255,7 @@ def test_resume_reaches_the_same_weights(toy_root, tmp_path, monkeypatch):
     random.seed(12345)  # disturb global RNGs: resume must restore them from the checkpoint
     torch.manual_seed(12345)
     resumed = run_train(probe_args(toy_root, out, *opts, epochs=4))
-    assert "Found checkpoint at" in read(osp.join(out, [f for f in os.listdir(out) if f.startswith("log.txt-")][0]))
+    assert "Found a resume state at" in read(osp.join(out, "log.txt"))
     assert torch.equal(straight.model.fc.weight, resumed.model.fc.weight)
     assert torch.equal(straight.model.fc.bias, resumed.model.fc.bias)
     assert resumed.get_current_lr() == straight.get_current_lr()
@@ -273,13 +276,25 @@ def test_logger_never_overwrites(tmp_path, capsys):
     assert read(first) == "first run\n" and read(second) == "second run\n"
 
 
-def test_checkpoint_needing_unpickling_is_refused_without_opt_in(tmp_path, monkeypatch):
-    path = str(tmp_path / "legacy.pth.tar")
-    torch.save({"state_dict": {}, "epoch": 1, "scheduler": {"obj": Interrupt()}}, path)
+def test_checkpoint_with_pickled_objects_loads_weights_without_running_code(tmp_path, monkeypatch):
+    """Upstream Dassl pickles scheduler objects: without trust they become inert stand-ins (the
+    weights load exactly), and resuming from such a file needs --trust-checkpoint."""
+    from harness.safe_load import CheckpointError, find_inert
+
+    weight = torch.arange(6.0).reshape(2, 3)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = str(folder / "model.pth.tar-1")
+    torch.save({"state_dict": {"weight": weight}, "epoch": 1, "optimizer": None,
+                "scheduler": {"successor": Interrupt()}}, path)
+    (folder / "checkpoint").write_text("model.pth.tar-1\n")
     monkeypatch.delenv("DASSL_TRUST_CHECKPOINT", raising=False)
-    with pytest.raises(RuntimeError, match="--trust-checkpoint"):
-        load_checkpoint(path)
-    assert load_checkpoint(path, trust=True)["epoch"] == 1
+    untrusted = load_checkpoint(path)
+    assert torch.equal(untrusted["state_dict"]["weight"], weight)
+    assert find_inert(untrusted) == {"test_engine.Interrupt"}
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        resume_from_checkpoint(str(folder), torch.nn.Linear(3, 2))
+    assert isinstance(load_checkpoint(path, trust=True)["scheduler"]["successor"], Interrupt)
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
         load_checkpoint(str(tmp_path / "nothing.pth"))
 
@@ -302,6 +317,6 @@ def test_best_val_checkpoint_is_not_a_resume_point(toy_root, tmp_path, monkeypat
     run_train(probe_args(toy_root, out, "TEST.FINAL_MODEL", "best_val", epochs=3))
     assert sorted(os.listdir(osp.join(out, "probe"))) == ["checkpoint", "model-best.pth.tar", "model.pth.tar-3"]
     assert read(osp.join(out, "probe", "checkpoint")).strip() == "model.pth.tar-3"
-    rerun_log = read(osp.join(out, [f for f in os.listdir(out) if f.startswith("log.txt-")][0]))
+    rerun_log = read(osp.join(out, "log.txt"))
     assert "No checkpoint found, train from scratch" in rerun_log
     assert "Deploy the model with the best val performance" in rerun_log

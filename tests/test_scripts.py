@@ -1,9 +1,9 @@
-"""scripts/common.sh and run_queue.py: output layout, skip finished, resume unfinished, queued runs."""
+"""scripts/common.sh and the method scripts: output layout, skip finished, resume unfinished, test steps."""
+import json
 import os
 import os.path as osp
 import shlex
 import subprocess
-import sys
 
 import pytest
 
@@ -19,13 +19,15 @@ def script(name, *args, env):
 
 @pytest.fixture
 def env(mini_root, tmp_path):
-    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", OPTS=TINY,
-                RUN_QUEUE=str(tmp_path / "queue.txt"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return dict(os.environ, DATA=mini_root, OUTPUT=str(tmp_path / "out"), SHOTS="1", OPTS=TINY, DRY_RUN="1",
+                OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
-def queued(env):
-    with open(env["RUN_QUEUE"]) as f:
-        return [shlex.split(line) for line in f if line.strip()]
+def printed(proc):
+    """The train.py argument lists a DRY_RUN printed."""
+    assert proc.returncode == 0, proc.stderr
+    commands = [shlex.split(line) for line in proc.stdout.splitlines() if "train.py" in line]
+    return [argv[argv.index(osp.join(REPO, "train.py")) + 1:] for argv in commands]  # as helpers.script_runs
 
 
 def train_dir(env, seed=1):
@@ -33,62 +35,90 @@ def train_dir(env, seed=1):
                     "MultiModalAdapter", "vit_b16_ep5", f"seed{seed}")
 
 
-def test_queue_mode_writes_the_command_with_the_standard_layout(env):
-    open(env["RUN_QUEUE"], "w").close()
-    proc = script("mma/base2new_train.sh", "caltech101", 1, env=env)
-    assert proc.returncode == 0, proc.stderr
-    (argv,) = queued(env)
-    assert argv[0] == osp.join(REPO, "train.py")
+def test_dry_run_prints_the_command_with_the_standard_layout(env):
+    (argv,) = printed(script("mma/base2new_train.sh", "caltech101", 1, env=env))
     assert argv[argv.index("--output-dir") + 1] == train_dir(env)
     assert argv[argv.index("--config-file") + 1].endswith("configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml")
     opts = " ".join(argv)
-    assert "DATASET.NUM_SHOTS 1 DATASET.SUBSAMPLE_CLASSES base" in opts and "--seed 1" in opts
-    assert not osp.exists(train_dir(env))  # queued, not run
+    assert "DATASET.NUM_SHOTS 1 DATASET.SUBSAMPLE_CLASSES base " + TINY in opts and "--seed 1" in opts
+    assert not osp.exists(train_dir(env))  # printed, not run
+    (imagenet,) = printed(script("mma/base2new_train.sh", "imagenet", 2, env=env))
+    assert imagenet[imagenet.index("--config-file") + 1].endswith("MultiModalAdapter/vit_b16_ep5_imnet.yaml")
 
 
-def test_finished_runs_are_skipped_and_unfinished_ones_resume_keeping_the_log(env):
-    finished, unfinished = train_dir(env, 1), train_dir(env, 2)
-    os.makedirs(finished)
-    os.makedirs(unfinished)
-    with open(osp.join(finished, "log.txt"), "w") as f:
-        f.write("Finish training\nDeploy the last-epoch model\n=> result\n* accuracy: 50.0%\n")
-    with open(osp.join(unfinished, "log.txt"), "w") as f:
-        f.write("epoch [1/5] batch [1/6] ...\n* accuracy: 10.0%\n")  # a val result, no Finish training
-    open(env["RUN_QUEUE"], "w").close()
+def test_method_options_and_layouts_come_from_the_protocol_table(env):
+    env["OPTS"] = TINY + " TRAINER.COOP.CTX_INIT 'a photo of a'"  # shell words: a quoted value stays one word
+    (few,) = printed(script("mmrl/few_shot.sh", "eurosat", 2, 4, env=env))
+    assert few[few.index("--output-dir") + 1] == osp.join(env["OUTPUT"], "few_shot", "eurosat", "shots_4", "MMRL",
+                                                           "vit_b16_few_shot", "seed2")
+    assert few[-len(TINY.split()) - 6:-len(TINY.split()) - 2] == ["DATASET.NUM_SHOTS", "4", "TASK", "FS"]
+    assert few[-2:] == ["TRAINER.COOP.CTX_INIT", "a photo of a"]
+    (xd,) = printed(script("mmrl/xd_train.sh", 3, env=env))
+    assert xd[xd.index("--output-dir") + 1] == osp.join(env["OUTPUT"], "imagenet", "MMRL",
+                                                         "vit_b16_cross_datasets_1shots", "seed3")
+    assert "TASK CD TRAINER.MMRL.REG_WEIGHT 0.2" in " ".join(xd)
+    (zs,) = printed(script("zsclip/zeroshot.sh", "dtd", "vit_b16", "new", env=env))
+    assert zs[zs.index("--output-dir") + 1] == osp.join(env["OUTPUT"], "zeroshot", "dtd", "ZeroshotCLIP",
+                                                         "vit_b16_new")
+    assert "--eval-only" in zs and "--seed" not in zs
+
+
+def write_record(folder, finished):
+    """A run record as train.py writes it (harness.run), with or without its finished marker."""
+    os.makedirs(folder, exist_ok=True)
+    with open(osp.join(folder, "run.json"), "w") as f:
+        json.dump({"run_id": "r1", "kind": "train", "config_hash": "abc", "command": "python train.py ..."}, f)
+    if finished:
+        with open(osp.join(folder, "finished.json"), "w") as f:
+            json.dump({"run_id": "r1", "config_hash": "abc", "result": {"accuracy": 50.0}}, f)
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_resume(env):
+    finished, unfinished, legacy = train_dir(env, 1), train_dir(env, 2), train_dir(env, 3)
+    write_record(finished, finished=True)
+    write_record(unfinished, finished=False)
+    os.makedirs(legacy)  # written by an older version: no run record, but a finished training log
+    with open(osp.join(legacy, "log.txt"), "w") as f:
+        f.write("epoch [5/5] batch [1/6] ...\nFinish training\nDeploy the last-epoch model\n=> result\n"
+                "* accuracy: 50.0%\n")
     assert "finished, so skip" in script("mma/base2new_train.sh", "caltech101", 1, env=env).stdout
-    assert "Resuming the unfinished run" in script("mma/base2new_train.sh", "caltech101", 2, env=env).stdout
-    assert [a[a.index("--output-dir") + 1] for a in queued(env)] == [unfinished]
-    kept = [f for f in os.listdir(unfinished) if f.startswith("log.txt-unfinished-")]
-    assert len(kept) == 1 and not osp.exists(osp.join(unfinished, "log.txt"))
+    resumed = script("mma/base2new_train.sh", "caltech101", 2, env=env)
+    assert "Resuming the unfinished run" in resumed.stdout
+    assert [argv[argv.index("--output-dir") + 1] for argv in printed(resumed)] == [unfinished]
+    skipped = script("mma/base2new_train.sh", "caltech101", 3, env=env)
+    assert "finished, so skip" in skipped.stdout and printed(skipped) == []
 
 
-def test_queued_train_then_test_run_in_one_process(env):
-    for step in ("train", "test"):  # the test step needs the checkpoint: queued after training ran
-        open(env["RUN_QUEUE"], "w").close()
+def test_test_step_refuses_an_unfinished_training_run(env):
+    write_record(train_dir(env), finished=False)
+    proc = script("mma/base2new_test.sh", "caltech101", 1, env=env)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.startswith("error: training of") and "is not finished" in proc.stderr
+
+
+def test_train_then_test_step_run(env):
+    env.pop("DRY_RUN")
+    for step in ("train", "test"):  # the test step loads the newest checkpoint of the finished training
         proc = script(f"mma/base2new_{step}.sh", "caltech101", 1, env=env)
-        assert proc.returncode == 0, proc.stderr
-        run = subprocess.run([sys.executable, osp.join(REPO, "scripts", "run_queue.py"), env["RUN_QUEUE"]],
-                             env=env, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr[-2000:]
-        assert "[1/1]" in run.stderr
+        assert proc.returncode == 0, proc.stderr[-2000:]
     test_dir = train_dir(env).replace("train_base", "test_new")
     with open(osp.join(test_dir, "log.txt")) as f:
         log = f.read()
-    assert "--load-epoch 1" not in log and "load_epoch: 1" in log  # the newest checkpoint, epoch 1
+    assert "load_epoch: 1" in log  # the newest checkpoint, epoch 1
     assert "SUBSAMPLE NEW CLASSES!" in log and "* accuracy:" in log
     with open(osp.join(train_dir(env), "log.txt")) as f:
         assert "Finish training" in f.read()
+    assert "finished, so skip" in script("mma/base2new_test.sh", "caltech101", 1, env=env).stdout
 
 
 def test_test_step_loads_model_best_if_saved_else_the_newest_epoch(env):
     trained = train_dir(env)
+    write_record(trained, finished=True)
     os.makedirs(osp.join(trained, "adapter_learner"))
     with open(osp.join(trained, "adapter_learner", "checkpoint"), "w") as f:
         f.write("model.pth.tar-3\n")
-    open(env["RUN_QUEUE"], "w").close()
-    assert script("mma/base2new_test.sh", "caltech101", 1, env=env).returncode == 0
+    (latest,) = printed(script("mma/base2new_test.sh", "caltech101", 1, env=env))
     open(osp.join(trained, "adapter_learner", "model-best.pth.tar"), "w").close()  # a best-val run
-    assert script("mma/base2new_test.sh", "caltech101", 1, env=env).returncode == 0
-    latest, best = queued(env)
+    (best,) = printed(script("mma/base2new_test.sh", "caltech101", 1, env=env))
     assert latest[latest.index("--load-epoch") + 1] == "3"
     assert "--load-epoch" not in best and best[best.index("--model-dir") + 1] == trained

@@ -20,8 +20,9 @@ nothing is augmented and CLIP is frozen, the training and validation features ar
 (``trainers/common/feature_cache.py``) and the epochs run on them. Gaussian noise on training
 images (``INPUT.GAUSSIAN_NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
 the public code's transform draws it per image load; training features are then computed from the
-noisy images at every step, while the (clean) validation features stay cached. Specification:
-``attn_mm_adapter.md`` §10.
+noisy images at every step, while the (clean) validation features stay cached. Test and validation
+features also go to the eval cache on disk, shared by runs (``trainers/common/eval_inputs.py``;
+``EVAL_CACHE.FEATURES``). Specification: ``attn_mm_adapter.md`` §10.
 """
 import torch
 import torch.nn as nn
@@ -35,15 +36,19 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from .common.checkpoint import load_adapted_model
+from .common.checkpoint import find_reference_file, load_adapted_model, load_reference_weights
+from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
 from .common.templates import class_prompts, template_for
-from .common.utils import autocast_for, check_prec, report_trainable, text_features_for_prompts
+from .common.utils import PRECISIONS, autocast_for, check_prec, report_trainable, text_features_for_prompts
 
-__all__ = ["add_config", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
+__all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
            "AttnMMAdapter"]
 
 MASKS = ("cross_modal", "additive_01", "none")
+# The reference code (github dqmis/clip-mma) saves the whole model (``model_best.pth.tar``, its
+# adapter under ``adapter.*``, our layout) or the adapter alone (``adapter_state_dict.pt``).
+REFERENCE_FILES = ("model_best.pth.tar", "adapter_state_dict.pt")
 BLOCKS = ("mha", "transformer")
 ACTIVATIONS = ("none", "gelu")
 
@@ -67,6 +72,15 @@ def add_config(cfg):
     # Noise ablation (paper appendix A.2): zero-mean Gaussian noise of this std added to every
     # normalised training image (training only; 0 = off).
     cfg.INPUT.GAUSSIAN_NOISE_STD = 0.0
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {
+    "TRAINER.ATTN_MM_ADAPTER.PREC": PRECISIONS,
+    "TRAINER.ATTN_MM_ADAPTER.DOWN_ACT": ACTIVATIONS,
+    "TRAINER.ATTN_MM_ADAPTER.MASK": MASKS,
+    "TRAINER.ATTN_MM_ADAPTER.BLOCK": BLOCKS,
+}
 
 
 def l2_normalize(x):
@@ -278,6 +292,8 @@ class AttnMMAdapter(TrainerX):
             # resize to a 224 x 224 square instead of resizing the shorter side and center-cropping.
             print("No training augmentation (TRAIN_AUG False): training images get the test transform")
             custom_tfm_train = build_transform(self.cfg, is_train=False)
+        # Kept here for the training-feature cache: upstream Dassl's DataManager does not keep it.
+        self.train_transform = custom_tfm_train
         dm = DataManager(self.cfg, custom_tfm_train=custom_tfm_train)
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
@@ -327,6 +343,10 @@ class AttnMMAdapter(TrainerX):
         self.optim = build_optimizer(adapter, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
+        self.epochs_without_improvement = 0  # early stopping (PATIENCE); part of the resume state
+        self.stop_training = False  # set by early stopping (upstream Dassl's engine has no such flag)
+        install_feature_cache(self, self.model.encode_images, clip_model.visual,
+                              f"AttnMMAdapterCLIP.encode_images (prec {prec})")
 
     # --- features: cached, or computed from the images of the batch -------------------------
 
@@ -375,17 +395,15 @@ class AttnMMAdapter(TrainerX):
         return {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
 
     def before_train(self):
-        super().before_train()
-        self.epochs_without_improvement = 0
-        self.best_epoch = None
-        self.stop_early = False
+        super().before_train()  # resumes an interrupted run, early-stopping counter included
         if not self.cfg.TRAINER.ATTN_MM_ADAPTER.CACHE_FEATURES:
             print("Feature cache off (CACHE_FEATURES False): images are encoded at every step")
             return
         encode = self.model.encode_images
         if self.trains_on_cached_features():
             items = self.dm.dataset.train_x
-            cache = compute_image_features(encode, sequential_loader(self.cfg, items, self.dm.tfm_train), self.device)
+            loader = sequential_loader(self.cfg, items, self.train_transform)
+            cache = compute_image_features(encode, loader, self.device)
             self.train_loader_x = feature_loader_like(self.train_loader_x, cache)
             print(f"Training on cached image features ({len(cache):,} images, encoded once)")
         elif self.cfg.INPUT.GAUSSIAN_NOISE_STD > 0:
@@ -393,42 +411,52 @@ class AttnMMAdapter(TrainerX):
         else:
             print("Training augmentation on (TRAIN_AUG True): training features are recomputed at every step")
         evaluates_val = self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST
-        if evaluates_val and self.val_loader is not None:
+        on_disk = isinstance(self.val_loader, CachedFeatureLoader)  # EVAL_CACHE.FEATURES: already cached
+        if evaluates_val and self.val_loader is not None and not on_disk:
             # The val split goes through the deterministic test transform: encode it once.
             cache = compute_image_features(encode, self.val_loader, self.device)
             self.val_loader = feature_loader_like(self.val_loader, cache)
             print(f"Validating on cached image features ({len(cache):,} images, encoded once)")
 
-    def train(self):
-        """The engine's epoch loop (``TrainerBase.train``), left early when ``stop_early`` is set."""
-        self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
-            self.before_epoch()
-            self.run_epoch()
-            self.after_epoch()
-            if self.stop_early:
-                break
-        self.after_train()
+    def run_epoch(self):
+        # Our engine ends its epoch loop once stop_training is set; upstream Dassl's loop runs on,
+        # so the epochs after an early stop do nothing there (no training, evaluation or checkpoint).
+        if not self.stop_training:
+            super().run_epoch()
 
     def after_epoch(self):
         """The engine's val evaluation and checkpoints, then the early-stopping check (PATIENCE)."""
+        if self.stop_training:
+            return
         best_before = self.best_result
         super().after_epoch()
         patience = self.cfg.TRAINER.ATTN_MM_ADAPTER.PATIENCE
         if patience <= 0:
             return
         if self.best_result > best_before:  # strict improvement: model-best.pth.tar was written
-            self.best_epoch = self.epoch + 1
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
         last_epoch = (self.epoch + 1) == self.max_epoch
         if self.epochs_without_improvement >= patience and not last_epoch:
             print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last {patience} "
-                  f"epoch(s) (best {self.best_result:.1f}% after epoch {self.best_epoch})")
+                  f"epoch(s) (best {self.best_result:.1f}% after epoch {getattr(self, 'best_epoch', '?')})")
             self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
-            self.stop_early = True
+            self.stop_training = True  # our engine's epoch loop ends here (upstream's: see run_epoch)
+
+    def extra_resume_state(self):
+        return {"epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_extra_resume_state(self, state):
+        self.epochs_without_improvement = state["epochs_without_improvement"]
 
     def load_model(self, directory, epoch=None):
-        # The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
-        load_adapted_model(self, directory, epoch)
+        """Our checkpoints, or the reference code's files (``--model-dir`` = its output folder or a file).
+
+        The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
+        """
+        reference = find_reference_file(self, directory, REFERENCE_FILES, epoch)
+        if reference is None:
+            load_adapted_model(self, directory, epoch)
+        else:
+            load_reference_weights(self, reference, "attn_mm_adapter", prefix="adapter.")

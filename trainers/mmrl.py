@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, tokenize
@@ -31,14 +30,15 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model
+from .common.eval_inputs import install_image_cache
 from .common.templates import class_prompts, template_for
-from .common.utils import (
-    autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
-)
+from .common.precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
 
 __all__ = [
-    "add_config", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
+    "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
     "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP", "MMRLOutput", "MMRL",
+    "representation_hook", "refuse_other_method",
 ]
 
 # The registered model's name = the checkpoint folder; reference releases before June 2025 used the second.
@@ -46,7 +46,14 @@ LEARNER_NAME = "MultiModalRepresentationLearner"
 REFERENCE_FOLDERS = [LEARNER_NAME, "MultiModalPromptLearner"]
 
 # State-dict keys of the trainable tensors, as in the reference checkpoints (which also hold the frozen CLIP).
-LEARNED_KEY_PREFIXES = ("representation_learner.compound_rep_tokens", "image_encoder.proj_rep")
+LEARNED_KEY_PREFIXES = ("representation_learner.", "image_encoder.proj_rep")
+
+# MMRL and MMRL++ (trainers/mmrl_pp.py) save under the same folder name; a key only one of them
+# writes tells their checkpoints apart, so neither trainer loads the other's weights.
+CHECKPOINT_MARKERS = {
+    "MMRL": "representation_learner.compound_rep_tokens_r2vproj.",
+    "MMRLpp": "representation_learner.srra_r2vproj.",
+}
 
 # CLIP's exp(logit_scale) for the released weights; MMRL uses this scale for both logit branches.
 LOGIT_SCALE = 100.0
@@ -77,6 +84,10 @@ def add_config(cfg):
     # Speed switches (project keys; both give the same numbers as the reference's direct path).
     cfg.TRAINER.MMRL.SHARE_LOWER_LAYERS = True  # zero-shot image target reuses blocks 1..J-1 of the batch
     cfg.TRAINER.MMRL.CACHE_TEXT_LOWER_LAYERS = True  # text blocks 1..J-1 on the fixed prompts once per run
+
+
+# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
+CONFIG_CHOICES = {"TRAINER.MMRL.PREC": PRECISIONS, "TASK": TASKS}
 
 
 def apply_dataset_overrides(cfg):
@@ -135,6 +146,10 @@ class RepresentationProjection(nn.Module):
         super().__init__()
         self.proj_rep = nn.Parameter(vision_width ** -0.5 * torch.randn(vision_width, embed_dim))
 
+    def forward(self, pooled, frozen_proj):
+        """f_r [B, D] from the pooled tokens [B, d_v]; MMRL does not use the frozen ``proj`` [d_v, D]."""
+        return pooled @ self.proj_rep.to(pooled.dtype)
+
 
 class MultiModalRepresentationLearner(nn.Module):
     """Everything MMRL trains; the registered model, so a checkpoint holds exactly these tensors.
@@ -155,29 +170,44 @@ class MultiModalRepresentationLearner(nn.Module):
         return cls(n_tokens, rep_dim, visual.transformer.width, clip_model.transformer.width,
                    visual.proj.shape[1], n_layers)
 
+    @staticmethod
+    def is_learned_key(key):
+        """True for the trainable tensors of a (reference or own) checkpoint; the frozen CLIP is skipped."""
+        return key.startswith(LEARNED_KEY_PREFIXES)
 
-def is_learned_key(key):
-    """True for the trainable tensors of a (reference or own) checkpoint; the frozen CLIP is skipped."""
-    return key.startswith(LEARNED_KEY_PREFIXES)
+
+def refuse_other_method(trainer_name):
+    """A ``check`` for ``load_adapted_model``: one clear error for the other method's checkpoint."""
+    def check(name, state_dict, path):
+        for other, marker in CHECKPOINT_MARKERS.items():
+            if other != trainer_name and any(k.startswith(marker) for k in state_dict):
+                raise RuntimeError(f'"{path}" is a checkpoint of trainer {other} (keys {marker}*), not {trainer_name}: '
+                                   f"evaluate it with --trainer {other}, or give a {trainer_name} output folder")
+    return check
 
 
 # ---------------------------------------------------------------------------------------------
 # The model: CLIP with representation tokens
 # ---------------------------------------------------------------------------------------------
 
-def representation_hook(tokens_by_layer, first_layer, n_tokens):
+def representation_hook(tokens_by_layer, first_layer, n_tokens, beta=1.0):
     """``before_block`` hook: put the K tokens right after the first token (CLS / SOT).
 
-    At ``first_layer`` they are inserted; at every later listed layer the K previous outputs at
-    those positions are discarded and replaced. Layers not listed carry the tokens on.
+    At ``first_layer`` they are inserted; at every later listed layer the K positions become
+    β·(fresh tokens) + (1−β)·(the previous block's outputs there): MMRL replaces them (β = 1),
+    MMRL++ composes them (β < 1). Layers not listed carry the tokens on.
     """
     def before_block(i, x):  # x: [N, T, d]
         tokens = tokens_by_layer.get(i)
         if tokens is None:
             return x
         tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # [N, K, d]
-        rest = x[:, 1:] if i == first_layer else x[:, 1 + n_tokens:]
-        return torch.cat([x[:, :1], tokens, rest], dim=1)
+        if i == first_layer:
+            return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
+        if beta != 1.0:
+            tokens = beta * tokens + (1 - beta) * x[:, 1:1 + n_tokens]
+        # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
+        return x.slice_scatter(tokens, dim=1, start=1, end=1 + n_tokens)
     return before_block
 
 
@@ -201,16 +231,20 @@ class MMRLOutput:
 
 
 class MMRLCLIP(nn.Module):
-    """Frozen CLIP plus the MMRL learner; classifies images among the fixed prompts' classes."""
+    """Frozen CLIP plus the MMRL (or MMRL++) learner; classifies images among the fixed prompts' classes.
+
+    ``beta``: weight of the fresh tokens at listed layers after the first (1 for MMRL, ``representation_hook``).
+    """
 
     def __init__(self, clip_model, learner, prompts, rep_layers, share_lower_layers=True,
-                 cache_text_lower_layers=True):
+                 cache_text_lower_layers=True, beta=1.0):
         super().__init__()
         self.clip = clip_model
         self.learner = learner
         self.rep_layers = list(rep_layers)
         self.first_layer = self.rep_layers[0]  # J
         self.n_tokens = learner.n_tokens  # K
+        self.beta = beta
         self.share_lower_layers = share_lower_layers
         self.cache_text_lower_layers = cache_text_lower_layers
         tokens = tokenize(prompts)
@@ -241,7 +275,7 @@ class MMRLCLIP(nn.Module):
         """Text features w [C, D]: blocks J.. with the K tokens after SOT, causal mask of width L + K."""
         x = self.text_lower_states()
         width = x.shape[1] + self.n_tokens
-        hook = representation_hook(text_tokens_by_layer, self.first_layer, self.n_tokens)
+        hook = representation_hook(text_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
         x = layerwise.run_blocks(self.clip.transformer.resblocks, x, attn_mask=layerwise.causal_mask(self.clip, width),
                                  first=self.first_layer, before_block=hook)
         # The EOT token moved K positions to the right.
@@ -256,14 +290,13 @@ class MMRLCLIP(nn.Module):
         return layerwise.run_blocks(visual.transformer.resblocks, x, last=self.first_layer - 1)
 
     def encode_image(self, lower_states, vision_tokens_by_layer):
-        """Class feature f_c [B, D] (frozen ``proj``) and representation feature f_r [B, D] (``proj_rep``)."""
+        """Class feature f_c [B, D] (frozen ``proj``) and representation feature f_r [B, D] (the learner's P_r)."""
         visual = self.clip.visual
-        hook = representation_hook(vision_tokens_by_layer, self.first_layer, self.n_tokens)
+        hook = representation_hook(vision_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
         x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer, before_block=hook)
         x = visual.ln_post(x[:, : 1 + self.n_tokens])  # per token: CLS and the K representation tokens
         class_features = x[:, 0] @ visual.proj
-        proj_rep = self.learner.image_encoder.proj_rep
-        rep_features = x[:, 1:].mean(dim=1) @ proj_rep.to(x.dtype)
+        rep_features = self.learner.image_encoder(x[:, 1:].mean(dim=1), visual.proj)
         return class_features, rep_features
 
     @torch.no_grad()
@@ -332,19 +365,31 @@ def mmrl_loss(class_logits, rep_logits, labels, class_features, zero_shot_image_
 
 @TRAINER_REGISTRY.register()
 class MMRL(TrainerX):
-    """Trains the representation space, its aligners and ``proj_rep``; CLIP stays frozen."""
+    """Trains the representation space, its aligners and ``proj_rep``; CLIP stays frozen.
+
+    MMRL++ (trainers/mmrl_pp.py) is this trainer with its own config node and learner.
+    """
+
+    CONFIG_NODE = "MMRL"  # cfg.TRAINER.<CONFIG_NODE>
+    AUTOCAST_AT_EVAL = True  # under PREC amp, evaluation also runs under autocast
 
     def check_cfg(self, cfg):
-        check_prec(cfg.TRAINER.MMRL.PREC, "TRAINER.MMRL.PREC")
+        key = f"TRAINER.{self.CONFIG_NODE}"
+        node = cfg.TRAINER[self.CONFIG_NODE]
+        check_prec(node.PREC, f"{key}.PREC")
         uses_fused_logits(cfg)  # an unknown TASK fails here, before any data is read
-        layers = list(cfg.TRAINER.MMRL.REP_LAYERS)
+        layers = list(node.REP_LAYERS)
         if not layers or layers != sorted(set(layers)) or layers[0] < 1:
-            raise ValueError(f"TRAINER.MMRL.REP_LAYERS must be increasing 1-based block indices, got {layers}")
+            raise ValueError(f"{key}.REP_LAYERS must be increasing 1-based block indices, got {layers}")
+
+    def build_learner(self, clip_model, mcfg):
+        return MultiModalRepresentationLearner.for_clip(clip_model, mcfg.N_REP_TOKENS, mcfg.REP_DIM,
+                                                        len(mcfg.REP_LAYERS))
 
     def build_model(self):
         cfg = self.cfg
-        mcfg = cfg.TRAINER.MMRL
-        self.prec = mcfg.PREC
+        mcfg = cfg.TRAINER[self.CONFIG_NODE]
+        self.prec = run_precision(mcfg.PREC, self.device, cfg.TRAINER.NAME)
         self.alpha = mcfg.ALPHA
         self.reg_weight = mcfg.REG_WEIGHT
         classnames = self.dm.dataset.classnames
@@ -355,19 +400,20 @@ class MMRL(TrainerX):
         clip_model = load_clip_to_cpu(cfg)
         depth = min(len(clip_model.visual.transformer.resblocks), len(clip_model.transformer.resblocks))
         if mcfg.REP_LAYERS[-1] > depth:
-            raise ValueError(f"TRAINER.MMRL.REP_LAYERS {list(mcfg.REP_LAYERS)} exceed the {depth} blocks of the backbone")
+            raise ValueError(f"TRAINER.{self.CONFIG_NODE}.REP_LAYERS {list(mcfg.REP_LAYERS)} exceed the {depth} "
+                             "blocks of the backbone")
         for p in clip_model.parameters():
             p.requires_grad_(False)
         if self.prec == "fp16":
-            convert_weights_to_lp(clip_model)  # OpenAI's fp16 CLIP (LayerNorms stay fp32)
+            to_openai_fp16(clip_model)
 
-        print("Building MMRL")
-        learner = MultiModalRepresentationLearner.for_clip(clip_model, mcfg.N_REP_TOKENS, mcfg.REP_DIM,
-                                                           len(mcfg.REP_LAYERS))
+        print(f"Building {cfg.TRAINER.NAME}")
+        learner = self.build_learner(clip_model, mcfg)
         if self.prec == "fp16":
             learner.representation_learner.half()  # proj_rep stays fp32, cast in the forward (as the reference)
+        beta = mcfg.get("BETA", 1.0)  # MMRL++'s composition weight; MMRL replaces the tokens (β = 1)
         self.model = MMRLCLIP(clip_model, learner, prompts, mcfg.REP_LAYERS, mcfg.SHARE_LOWER_LAYERS,
-                              mcfg.CACHE_TEXT_LOWER_LAYERS).to(self.device)
+                              mcfg.CACHE_TEXT_LOWER_LAYERS, beta).to(self.device)
         report_trainable(self.model)
 
         # Zero-shot text target: the frozen CLIP on the single template, once per run.
@@ -375,12 +421,14 @@ class MMRL(TrainerX):
 
         self.use_fused_logits = uses_fused_logits(cfg)
         which = "fused (α·ℓ_c + (1−α)·ℓ_r)" if self.use_fused_logits else "class-feature (ℓ_c)"
-        print(f"MMRL inference ({cfg.TASK}, {cfg.DATASET.NAME}, {cfg.DATASET.SUBSAMPLE_CLASSES} classes): {which} logits")
+        print(f"{cfg.TRAINER.NAME} inference ({cfg.TASK}, {cfg.DATASET.NAME}, "
+              f"{cfg.DATASET.SUBSAMPLE_CLASSES} classes): {which} logits")
 
         self.optim = build_optimizer(learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def autocast(self):
         return autocast_for(self.device, enabled=self.prec == "amp")
@@ -394,7 +442,8 @@ class MMRL(TrainerX):
                             self.alpha, self.reg_weight)
         backward_and_step(self, loss, self.scaler)
         logits = fused_logits(out.class_logits, out.rep_logits, self.alpha)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
+        # Tensors: the engine's meters read them at the next log line, not at every step.
+        summary = {"loss": loss.detach(), "acc": compute_accuracy(logits, labels)[0]}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
@@ -404,7 +453,7 @@ class MMRL(TrainerX):
 
     @torch.no_grad()
     def model_inference(self, images):
-        with self.autocast():
+        with autocast_for(self.device, enabled=self.prec == "amp" and self.AUTOCAST_AT_EVAL):
             out = self.model(images)
         if self.use_fused_logits:
             return fused_logits(out.class_logits, out.rep_logits, self.alpha)
@@ -413,5 +462,6 @@ class MMRL(TrainerX):
     def load_model(self, directory, epoch=None):
         """Our checkpoints or the reference's (whole model, older folder name): trainable tensors only."""
         load_adapted_model(self, directory, epoch, folder_names={LEARNER_NAME: REFERENCE_FOLDERS},
-                           keep=is_learned_key)  # drops the frozen CLIP and the class-dependent prompt_embeddings
+                           keep=self.model.learner.is_learned_key,  # drops the frozen CLIP and prompt_embeddings
+                           check=refuse_other_method(self.cfg.TRAINER.NAME))
         self.model.clear_eval_cache()

@@ -1,4 +1,9 @@
-"""The default config tree of Dassl 0.6.3 (method nodes are added by train.py's extend_cfg)."""
+"""The default config tree of Dassl 0.6.3.
+
+It includes the nodes of Dassl's own domain-adaptation / semi-supervised trainers (which this
+engine does not ship), so that configs written for them merge; the project's method nodes are added
+by train.py's extend_cfg.
+"""
 from yacs.config import CfgNode as CN
 
 _C = CN()
@@ -115,3 +120,70 @@ _C.TEST.FINAL_MODEL = "last_step"  # or "best_val"
 
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
+
+# Nodes of Dassl's own trainers (44 keys, upstream defaults). The trainers are not part of this
+# engine; the nodes are, so that their YAML files and opts lists merge without "Non-existent key".
+
+# Domain adaptation
+_C.TRAINER.MCD = CN()
+_C.TRAINER.MCD.N_STEP_F = 4  # steps training the feature extractor per batch
+_C.TRAINER.MME = CN()
+_C.TRAINER.MME.LMDA = 0.1  # entropy-loss weight
+_C.TRAINER.CDAC = CN()
+_C.TRAINER.CDAC.CLASS_LR_MULTI = 10
+_C.TRAINER.CDAC.RAMPUP_COEF = 30
+_C.TRAINER.CDAC.RAMPUP_ITRS = 1000
+_C.TRAINER.CDAC.TOPK_MATCH = 5
+_C.TRAINER.CDAC.P_THRESH = 0.95
+_C.TRAINER.CDAC.STRONG_TRANSFORMS = ()
+_C.TRAINER.SE = CN()  # self-ensembling
+_C.TRAINER.SE.EMA_ALPHA = 0.999
+_C.TRAINER.SE.CONF_THRE = 0.95
+_C.TRAINER.SE.RAMPUP = 300
+_C.TRAINER.M3SDA = CN()
+_C.TRAINER.M3SDA.LMDA = 0.5  # moment-distance loss weight
+_C.TRAINER.M3SDA.N_STEP_F = 4
+_C.TRAINER.DAEL = CN()
+_C.TRAINER.DAEL.WEIGHT_U = 0.5  # unlabelled-loss weight
+_C.TRAINER.DAEL.CONF_THRE = 0.95
+_C.TRAINER.DAEL.STRONG_TRANSFORMS = ()
+
+# Domain generalisation
+_C.TRAINER.CROSSGRAD = CN()
+_C.TRAINER.CROSSGRAD.EPS_F = 1.0
+_C.TRAINER.CROSSGRAD.EPS_D = 1.0
+_C.TRAINER.CROSSGRAD.ALPHA_F = 0.5
+_C.TRAINER.CROSSGRAD.ALPHA_D = 0.5
+_C.TRAINER.DDAIG = CN()
+_C.TRAINER.DDAIG.G_ARCH = ""  # generator architecture (NETWORK_REGISTRY key)
+_C.TRAINER.DDAIG.LMDA = 0.3  # perturbation weight
+_C.TRAINER.DDAIG.CLAMP = False
+_C.TRAINER.DDAIG.CLAMP_MIN = -1.0
+_C.TRAINER.DDAIG.CLAMP_MAX = 1.0
+_C.TRAINER.DDAIG.WARMUP = 0
+_C.TRAINER.DDAIG.ALPHA = 0.5
+_C.TRAINER.DAELDG = CN()
+_C.TRAINER.DAELDG.WEIGHT_U = 0.5
+_C.TRAINER.DAELDG.CONF_THRE = 0.95
+_C.TRAINER.DAELDG.STRONG_TRANSFORMS = ()
+_C.TRAINER.DOMAINMIX = CN()
+_C.TRAINER.DOMAINMIX.TYPE = "crossdomain"
+_C.TRAINER.DOMAINMIX.ALPHA = 1.0
+_C.TRAINER.DOMAINMIX.BETA = 1.0
+
+# Semi-supervised learning
+_C.TRAINER.ENTMIN = CN()
+_C.TRAINER.ENTMIN.LMDA = 1e-3
+_C.TRAINER.MEANTEACHER = CN()
+_C.TRAINER.MEANTEACHER.WEIGHT_U = 1.0
+_C.TRAINER.MEANTEACHER.EMA_ALPHA = 0.999
+_C.TRAINER.MEANTEACHER.RAMPUP = 5  # epochs
+_C.TRAINER.MIXMATCH = CN()
+_C.TRAINER.MIXMATCH.WEIGHT_U = 100.0
+_C.TRAINER.MIXMATCH.TEMP = 2.0  # sharpening temperature
+_C.TRAINER.MIXMATCH.MIXUP_BETA = 0.75
+_C.TRAINER.MIXMATCH.RAMPUP = 20000  # steps
+_C.TRAINER.FIXMATCH = CN()
+_C.TRAINER.FIXMATCH.WEIGHT_U = 1.0
+_C.TRAINER.FIXMATCH.CONF_THRE = 0.95
+_C.TRAINER.FIXMATCH.STRONG_TRANSFORMS = ()

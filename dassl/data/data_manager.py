@@ -1,6 +1,9 @@
 """Builds the dataset, the transforms and the train/val/test loaders from a config."""
+import hashlib
+import random
 import warnings
 
+import numpy as np
 import torch
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
@@ -39,7 +42,10 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=(torch.cuda.is_available() and cfg.USE_CUDA),
         collate_fn=_collate_skipping_bad_images,
-        persistent_workers=num_workers > 0,
+        # Workers are started anew each epoch and seeded from the global RNG (which a resumed run
+        # restores), so an interrupted run resumes exactly; persistent workers would carry their
+        # random streams across epochs.
+        persistent_workers=False,
     )
     assert len(loader) > 0
     return loader
@@ -132,6 +138,25 @@ class DataManager:
         print(tabulate(table))
 
 
+def seed_worker_for_item(index):
+    """In a data-loader worker, seed the random streams from (the epoch's base seed, item index).
+
+    The augmentation of an item then depends on neither the number of workers nor which worker
+    loads it, and a resumed run (which restores the global RNG the base seed is drawn from)
+    augments exactly like an uninterrupted one. Without workers (``NUM_WORKERS 0``) nothing is
+    seeded: augmentation draws from the main process's streams, as in upstream Dassl.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    base_seed = info.seed - info.id  # the DataLoader seeds worker i with base_seed + i
+    digest = hashlib.blake2b(f"{base_seed}:{index}".encode(), digest_size=8).digest()
+    seed = int.from_bytes(digest, "little") >> 1
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class DatasetWrapper(TorchDataset):
     """Reads one ``Datum`` into a dict with ``img``, ``label``, ``domain``, ``impath`` and ``index``.
 
@@ -160,6 +185,8 @@ class DatasetWrapper(TorchDataset):
         return len(self.data_source)
 
     def __getitem__(self, idx):
+        if self.is_train:
+            seed_worker_for_item(idx)
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
         try:

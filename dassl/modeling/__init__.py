@@ -1,6 +1,5 @@
-"""Dassl's backbone/head registries; CLIP trainers build their models themselves."""
-from dassl.utils import Registry
-
-BACKBONE_REGISTRY = Registry("BACKBONE")
-HEAD_REGISTRY = Registry("HEAD")
-NETWORK_REGISTRY = Registry("NETWORK")
+"""Backbone / head / network registries and builders (``SimpleNet`` builds its model with them;
+the CLIP trainers of this project build their models themselves)."""
+from .head import HEAD_REGISTRY, build_head  # noqa: F401
+from .network import NETWORK_REGISTRY, build_network  # noqa: F401
+from .backbone import BACKBONE_REGISTRY, Backbone, build_backbone  # noqa: F401

@@ -4,6 +4,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .radam import RAdam
+
 __all__ = ["build_optimizer"]
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
@@ -53,5 +55,5 @@ def build_optimizer(model, optim_cfg, param_groups=None):
         return torch.optim.RMSprop(param_groups, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd,
                                    alpha=optim_cfg.RMSPROP_ALPHA)
     if name == "radam":
-        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=wd, betas=betas)
+        return RAdam(param_groups, lr=lr, weight_decay=wd, betas=betas)  # decoupled weight decay
     return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd, betas=betas)

@@ -1,4 +1,5 @@
 """Tee stdout into ``log.txt`` without ever overwriting an older log."""
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -10,12 +11,21 @@ __all__ = ["Logger", "setup_logger"]
 
 
 class Logger:
-    """Writes everything to the console stream and to a file; ``flush`` also fsyncs."""
+    """Writes everything to the console stream and to a file; ``flush`` also fsyncs.
+
+    While ``mute_console()`` is active, lines reach the file only, except lines beginning with one
+    of ``CONSOLE_PREFIXES`` (warnings, notes, progress), which reach both.
+    """
+
+    CONSOLE_PREFIXES = ("WARNING", "Note", "progress")
 
     def __init__(self, fpath=None, console=None):
         self.console = console if console is not None else sys.stdout
         self.file = None
         self.fpath = fpath
+        self._muted = 0
+        self._at_line_start = True
+        self._line_to_console = True
         if fpath is not None:
             mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
             self.file = open(fpath, "x")  # "x": refuse to clobber, see setup_logger
@@ -30,9 +40,28 @@ class Logger:
         self.close()
 
     def write(self, msg):
-        self.console.write(msg)
+        for piece in msg.splitlines(keepends=True):
+            if self._at_line_start:  # a line goes to the console or not as a whole
+                self._line_to_console = not self._muted or piece.startswith(self.CONSOLE_PREFIXES)
+            if self._line_to_console:
+                self.console.write(piece)
+            self._at_line_start = piece.endswith("\n")
+        self.write_file_only(msg)
+
+    def write_file_only(self, msg):
         if self.file is not None:
             self.file.write(msg)
+            if "\n" in msg:  # every finished line reaches the OS: a killed run keeps its log
+                self.file.flush()
+
+    @contextlib.contextmanager
+    def mute_console(self):
+        """Inside: what is written goes to the file only (see the class docstring)."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
 
     def flush(self):
         self.console.flush()

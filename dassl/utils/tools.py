@@ -1,5 +1,6 @@
 """Small file-system, seeding and string helpers."""
 import difflib
+import functools
 import errno
 import json
 import os
@@ -12,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+
+from harness.fileio import atomic_write  # one implementation, shared with the project's own modules
 
 __all__ = [
     "mkdir_if_missing", "check_isfile", "read_json", "write_json", "set_random_seed",
@@ -49,33 +52,6 @@ def write_json(obj, fpath):
         json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
-class atomic_write:
-    """Context manager: write to ``path.tmp-<pid>`` then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact instead of a truncated one.
-    """
-
-    def __init__(self, path, mode="wb"):
-        self.path = path
-        self.mode = mode
-        self.tmp = f"{path}.tmp-{os.getpid()}"
-
-    def __enter__(self):
-        self.f = open(self.tmp, self.mode)
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif osp.exists(self.tmp):
-            os.remove(self.tmp)
-        return False
-
-
 def set_random_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -110,8 +86,13 @@ def read_image(path):
         return img.convert("RGB")
 
 
+@functools.lru_cache(maxsize=1)
 def collect_env_info():
-    """torch's environment report plus the Pillow version."""
+    """torch's environment report plus the Pillow version.
+
+    The report shells out to pip, lscpu and nvidia-smi (seconds); it cannot change within a
+    process, so it is computed once per process (the run queue and the tests run many runs each).
+    """
     import PIL
     try:
         from torch.utils.collect_env import get_pretty_env_info

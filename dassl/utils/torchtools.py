@@ -1,25 +1,21 @@
 """Checkpoint I/O and small model utilities."""
-import os
 import os.path as osp
-import pickle
 import warnings
 from collections import OrderedDict
-from functools import partial
 
 import torch
 import torch.nn as nn
+
+from harness.console import log_only
+from harness.safe_load import TRUST_ENV_VAR, CheckpointError, find_inert, load_checkpoint_file, trusted
 
 from .tools import atomic_write, mkdir_if_missing
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "resume_from_checkpoint", "load_pretrained_weights",
     "count_num_param", "open_all_layers", "open_specified_layers", "init_network_weights",
-    "TRUST_ENV_VAR", "strip_module_prefix",
+    "TRUST_ENV_VAR", "strip_module_prefix", "rng_state", "restore_rng_state",
 ]
-
-# Checkpoints written by upstream Dassl pickle a scheduler object; unpickling such a file can run
-# arbitrary code, so it needs this explicit opt-in (train.py's --trust-checkpoint sets it).
-TRUST_ENV_VAR = "DASSL_TRUST_CHECKPOINT"
 
 
 def strip_module_prefix(state_dict):
@@ -41,7 +37,8 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     fpath = osp.join(save_dir, model_name)
     with atomic_write(fpath, "wb") as f:
         torch.save(state, f)
-    print(f"Checkpoint saved to {fpath}")
+    with log_only():  # the console shows the output folder once, in the run's header
+        print(f"Checkpoint saved to {fpath}")
     if epoch_file:
         # The pointer names the latest epoch file only (upstream also pointed it at model-best),
         # so resuming continues from the last epoch, as an uninterrupted run would.
@@ -55,47 +52,35 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
 
 
 def load_checkpoint(fpath, trust=None):
-    """Load a checkpoint onto the CPU (or the GPU when present).
+    """Load a checkpoint onto the CPU (or the GPU when present) without running code from the file.
 
-    Files are read with ``weights_only=True``. A file that needs full unpickling (written by
-    upstream Dassl, which pickles scheduler objects) is loaded only when ``trust`` is true or the
-    environment variable ``DASSL_TRUST_CHECKPOINT=1`` is set.
+    Files this engine writes load with ``weights_only=True``. Files written by upstream Dassl pickle
+    a scheduler object: their tensors are read exactly by a restricted unpickler and the objects
+    become inert stand-ins (enough for evaluation), unless ``trust`` (or ``--trust-checkpoint``,
+    i.e. ``DASSL_TRUST_CHECKPOINT=1``) allows full unpickling. See ``harness.safe_load``.
     """
     if fpath is None:
         raise ValueError("File path is None")
-    fpath = osp.abspath(osp.expanduser(fpath))
-    if not osp.exists(fpath):
-        raise FileNotFoundError(f'File is not found at "{fpath}"')
-    if trust is None:
-        trust = os.environ.get(TRUST_ENV_VAR, "") not in ("", "0")
-    map_location = None if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.load(fpath, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust:
-            raise RuntimeError(
-                f'Checkpoint "{fpath}" contains pickled Python objects (typical of files written by '
-                "upstream Dassl), and unpickling them can execute arbitrary code. If you trust the "
-                f"file, rerun with --trust-checkpoint (or set {TRUST_ENV_VAR}=1). Detail: "
-                f"{str(e).splitlines()[0]}"
-            ) from None
-    except UnicodeDecodeError:
-        pass
-    try:
-        return torch.load(fpath, map_location=map_location, weights_only=False)
-    except UnicodeDecodeError:
-        pickle.load = partial(pickle.load, encoding="latin1")
-        pickle.Unpickler = partial(pickle.Unpickler, encoding="latin1")
-        return torch.load(fpath, pickle_module=pickle, map_location=map_location, weights_only=False)
+    return load_checkpoint_file(osp.abspath(osp.expanduser(fpath)), trust=trust)
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
     """Restore model/optimizer/scheduler from the file named in ``fdir/checkpoint``; return its epoch."""
-    with open(osp.join(fdir, "checkpoint"), "r") as f:
-        model_name = f.readlines()[0].strip("\n")
-    fpath = osp.join(fdir, model_name)
+    pointer = osp.join(fdir, "checkpoint")
+    with open(pointer, "r") as f:
+        lines = f.readlines()
+    if not lines or not lines[0].strip():
+        raise CheckpointError(f'the checkpoint pointer "{pointer}" is empty: delete it to resume from the '
+                              "newest model.pth.tar-N by hand, or start the run in a new folder")
+    fpath = osp.join(fdir, lines[0].strip())
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
+    untrusted = find_inert({k: checkpoint.get(k) for k in ("optimizer", "scheduler")})
+    if untrusted and not trusted():
+        raise CheckpointError(
+            f'resuming from "{fpath}" needs its pickled optimizer/scheduler objects ({", ".join(sorted(untrusted))}), '
+            f"and unpickling them can run code: rerun with --trust-checkpoint (or {TRUST_ENV_VAR}=1) if you "
+            "trust the file")
     model.load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
@@ -105,15 +90,31 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
         scheduler.load_state_dict(checkpoint["scheduler"])
         print("Loaded scheduler")
     if checkpoint.get("rng_state") is not None:
-        _restore_rng_state(checkpoint["rng_state"])
+        restore_rng_state(checkpoint["rng_state"])
         print("Restored random-number states")
     start_epoch = checkpoint["epoch"]
     print(f"Previous epoch: {start_epoch}")
     return start_epoch
 
 
-def _restore_rng_state(state):
-    """Inverse of ``TrainerBase._rng_state``: a resumed run then draws the same numbers."""
+def rng_state():
+    """Python, NumPy, torch (and CUDA) random states, as plain data a ``weights_only`` load accepts."""
+    import random
+
+    import numpy as np
+
+    state = {
+        "python": random.getstate(),
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Inverse of ``rng_state``: a resumed run then draws the same numbers."""
     import random
 
     import numpy as np
@@ -200,3 +201,28 @@ def init_network_weights(model, init_type="normal", gain=0.02):
                 nn.init.constant_(m.bias.data, 0.0)
 
     model.apply(_init)
+
+
+# Upstream keeps the two helpers below out of ``__all__``: reachable as dassl.utils.torchtools.*.
+
+
+def adjust_learning_rate(optimizer, base_lr, epoch, stepsize=20, gamma=0.1, linear_decay=False,
+                         final_lr=0, max_epoch=100):
+    """Set every param group's lr for ``epoch`` (deprecated upstream in favour of schedulers).
+
+    Step decay: ``base_lr * gamma ** (epoch // stepsize)``. With ``linear_decay``: linear from
+    ``base_lr`` at epoch 0 to ``final_lr`` at ``max_epoch``.
+    """
+    if linear_decay:
+        done = epoch / max_epoch
+        lr = (1.0 - done) * base_lr + done * final_lr
+    else:
+        lr = base_lr * gamma ** (epoch // stepsize)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def set_bn_to_eval(m):
+    """For ``model.apply``: BatchNorm layers stop updating running stats (their affine stays trainable)."""
+    if "BatchNorm" in type(m).__name__:
+        m.eval()

@@ -3,5 +3,7 @@
 #   bash scripts/clip_adapter/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_ep50)
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/CLIP_Adapter/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_test CLIP_Adapter "$1" "$2" "${3:-vit_b16_ep50}" "${4:-}"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+xd_test CLIP_Adapter "$1" "$2" "${3:-}" "${4:-}"

@@ -3,5 +3,7 @@
 #   bash scripts/mma/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_xd)
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
 # Output: $OUTPUT/evaluation/MultiModalAdapter/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_test MultiModalAdapter "$1" "$2" "${3:-vit_b16_xd}" "${4:-}"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+xd_test MultiModalAdapter "$1" "$2" "${3:-}" "${4:-}"

@@ -3,8 +3,7 @@
 #   bash scripts/mmrl/base2new_test.sh DATASET SEED [CFG] [LOADEP]
 # CFG as in base2new_train.sh; LOADEP defaults to the newest checkpoint of the training run.
 # Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/MMRL/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16; fi
-b2n_test MMRL "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}" "${4:-}" TASK B2N
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+b2n_test MMRL "$1" "$2" "${3:-}" "${4:-}"

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # MMRL base-to-novel, step 1: train on the base classes (then test on the base test split, fused logits).
 #   bash scripts/mmrl/base2new_train.sh DATASET SEED [CFG]
-# CFG defaults to vit_b16 (vit_b16_imagenet for imagenet). Env: DATA, OUTPUT, GPU, OPTS, SHOTS (scripts/common.sh).
+# CFG defaults to vit_b16 (vit_b16_imagenet for imagenet). Env: DATA, OUTPUT, GPU, OPTS, SHOTS, DRY_RUN (scripts/common.sh).
 # Output: $OUTPUT/base2new/train_base/DATASET/shots_$SHOTS/MMRL/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16; fi
-b2n_train MMRL "$DATASET" "$SEED" "${3:-$DEFAULT_CFG}" TASK B2N
+need_args 2 "DATASET SEED [CFG]" "$@"
+b2n_train MMRL "$1" "$2" "${3:-}"

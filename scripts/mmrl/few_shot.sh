@@ -4,11 +4,7 @@
 # CFG defaults to vit_b16_few_shot (vit_b16_imagenet for imagenet). The reference loops SHOTS over
 # 1 2 4 8 16 and SEED over 1 2 3.
 # Output: $OUTPUT/few_shot/DATASET/shots_SHOTS/MMRL/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-DATASET=$1
-SEED=$2
-SHOTS=$3
-if [ "$DATASET" = imagenet ]; then DEFAULT_CFG=vit_b16_imagenet; else DEFAULT_CFG=vit_b16_few_shot; fi
-CFG=${4:-$DEFAULT_CFG}
-train_run MMRL "$DATASET" "$CFG" "$SEED" "$OUTPUT/few_shot/$DATASET/shots_$SHOTS/MMRL/$CFG/seed$SEED" \
-    DATASET.NUM_SHOTS "$SHOTS" TASK FS
+need_args 3 "DATASET SEED SHOTS [CFG]" "$@"
+fewshot_train MMRL "$1" "$2" "$3" "${4:-}"

@@ -3,7 +3,9 @@
 # class logits only).
 #   bash scripts/mmrl/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_cross_datasets)
 # DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
-# REP_DIM 512 on the command line: EuroSAT's per-dataset 2048 could not load the ImageNet weights.
+# Passes TASK CD, λ 0.2 and REP_DIM 512 (EuroSAT's per-dataset 2048 could not load the ImageNet weights).
 # Output: $OUTPUT/evaluation/MMRL/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
 source "$(dirname "$0")/../common.sh"
-xd_test MMRL "$1" "$2" "${3:-vit_b16_cross_datasets}" "${4:-}" TASK CD TRAINER.MMRL.REP_DIM 512 TRAINER.MMRL.REG_WEIGHT 0.2
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+xd_test MMRL "$1" "$2" "${3:-}" "${4:-}"

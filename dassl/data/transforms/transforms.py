@@ -3,6 +3,9 @@ import torch
 import torchvision.transforms as T
 from torchvision.transforms import InterpolationMode
 
+from .autoaugment import CIFAR10Policy, ImageNetPolicy, SVHNPolicy
+from .randaugment import RandAugment, RandAugment2, RandAugmentFixMatch
+
 __all__ = ["INTERPOLATION_MODES", "build_transform", "GaussianNoise"]
 
 AVAI_CHOICES = [
@@ -17,11 +20,6 @@ INTERPOLATION_MODES = {
     "bicubic": InterpolationMode.BICUBIC,
     "nearest": InterpolationMode.NEAREST,
 }
-
-# Augmentation policies of Dassl's own semi-supervised methods; CLIP trainers never use them.
-_UNSUPPORTED = {"imagenet_policy", "cifar10_policy", "svhn_policy", "randaugment",
-                "randaugment_fixmatch", "randaugment2"}
-
 
 class Cutout:
     """Zero out ``n_holes`` square patches of side ``length`` in a CHW tensor."""
@@ -83,6 +81,13 @@ class RandomTranslation:
         return self.crop(self.resize(img))
 
 
+class Random2DTranslation(RandomTranslation):
+    """Upstream's name and signature for ``RandomTranslation``: ``(height, width, p, interpolation)``."""
+
+    def __init__(self, height, width, p=0.5, interpolation=InterpolationMode.BILINEAR):
+        super().__init__((height, width), p=p, interpolation=interpolation)
+
+
 def build_transform(cfg, is_train=True, choices=None):
     """Compose the train or test pipeline from ``cfg.INPUT`` (prints each step)."""
     if cfg.INPUT.NO_TRANSFORM:
@@ -93,8 +98,6 @@ def build_transform(cfg, is_train=True, choices=None):
     for choice in choices:
         if choice not in AVAI_CHOICES:
             raise ValueError(f'Unknown transform "{choice}" in INPUT.TRANSFORMS; choices: {AVAI_CHOICES}')
-        if choice in _UNSUPPORTED:
-            raise NotImplementedError(f'Transform "{choice}" is not implemented in this engine')
     normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     if is_train:
         return _build_transform_train(cfg, choices, normalize)
@@ -123,6 +126,7 @@ def _build_transform_train(cfg, choices, normalize):
     if "random_flip" in choices:
         print("+ random flip")
         tfm.append(T.RandomHorizontalFlip())
+    _add_policies(cfg, choices, tfm)
     if "colorjitter" in choices:
         b, c, s, h = (cfg.INPUT.COLORJITTER_B, cfg.INPUT.COLORJITTER_C,
                       cfg.INPUT.COLORJITTER_S, cfg.INPUT.COLORJITTER_H)
@@ -150,6 +154,24 @@ def _build_transform_train(cfg, choices, normalize):
         print("+ instance normalization")
         tfm.append(InstanceNormalization())
     return T.Compose(tfm)
+
+
+def _add_policies(cfg, choices, tfm):
+    """Steps 6-7 of the training pipeline: AutoAugment policies, then the RandAugment variants."""
+    for name, policy in (("imagenet", ImageNetPolicy), ("cifar10", CIFAR10Policy), ("svhn", SVHNPolicy)):
+        if f"{name}_policy" in choices:
+            print(f"+ {name} policy")
+            tfm.append(policy())
+    n, m = cfg.INPUT.RANDAUGMENT_N, cfg.INPUT.RANDAUGMENT_M
+    if "randaugment" in choices:
+        print(f"+ randaugment (n={n}, m={m})")
+        tfm.append(RandAugment(n, m))
+    if "randaugment_fixmatch" in choices:
+        print(f"+ randaugment_fixmatch (n={n})")
+        tfm.append(RandAugmentFixMatch(n))
+    if "randaugment2" in choices:
+        print(f"+ randaugment2 (n={n})")
+        tfm.append(RandAugment2(n))
 
 
 def _build_transform_test(cfg, choices, normalize):

@@ -1,0 +1,558 @@
+"""The benchmark protocols, each trainer's settings for them, and the output layout: defined once here.
+
+Used by ``scripts/benchmark.py`` (which expands a protocol into its runs), by the per-method shell
+scripts (through ``python -m harness.protocols command ...``, which prints a step's ``train.py``
+command line) and, for the layout, by ``parse_test_res.py --table``. Standard library only, so the
+shell scripts can call it cheaply.
+
+Protocols (``DATASET.NUM_SHOTS`` K, seeds 1 2 3 by convention):
+
+- ``base2new``: per dataset and seed, train on the base classes with K = 16 shots (its final test is
+  the base accuracy), then an eval-only run on the new classes with the trained weights.
+- ``xd``: per seed, train on ImageNet (all classes, 16 shots), then eval-only runs on the 10 other
+  datasets (cross-dataset transfer) and the 4 ImageNet variants (domain generalisation).
+- ``fewshot``: per dataset, K in 1 2 4 8 16 and seed, train on all classes with K shots; the
+  training run's final test (all classes, full test set) is the result.
+
+Zero-shot trainers (``eval_only``) have no training runs: each protocol becomes evaluations with
+the protocol's classes (base and new, the transfer targets, all classes), one seed (the first one
+asked for), since nothing in them depends on the seed.
+
+Output layout, below the output root (``OUTPUT``):
+
+=========================  ===========================================================================
+base2new training          ``base2new/train_base/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>``
+base2new new-class test    ``base2new/test_new/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>``
+base2new base-class test   ``base2new/test_base/...`` (eval-only trainers: zero-shot CLIP)
+xd ImageNet training       ``imagenet/<Trainer>/<cfg>_<K>shots/seed<S>``
+xd / DG evaluations        ``evaluation/<Trainer>/<cfg>_<K>shots/<dataset>/seed<S>``
+few-shot                   ``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S>`` (K = 0: zero-shot)
+zero-shot script           ``zeroshot/<dataset>/<Trainer>/<cfg>_<subsample>`` (``scripts/zsclip/zeroshot.sh``)
+=========================  ===========================================================================
+
+``place_of`` reads these paths back (and two reference layouts: MMA's without the ``<cfg>`` level,
+MMRL's cross-dataset runs inside the base2new tree).
+
+Adding a trainer is one entry in ``METHODS``.
+"""
+import argparse
+import glob
+import os.path as osp
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+from harness.run import RunError, run_state
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+B2N_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+SOURCE_DATASET = "imagenet"
+XD_TARGETS = B2N_DATASETS[1:]
+DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+FEWSHOT_SHOTS = (1, 2, 4, 8, 16)
+DEFAULT_SHOTS = 16
+DEFAULT_SEEDS = (1, 2, 3)
+PROTOCOLS = ("base2new", "xd", "fewshot")
+
+
+# ---------------------------------------------------------------------------------------------
+# Each trainer's settings
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """A trainer's configs and extra ``KEY VALUE`` options for one protocol.
+
+    ``cfg``: the config stem (``configs/trainers/<dir>/<cfg>.yaml``); ``imagenet``: the stem for
+    ImageNet when it differs; ``by_shots``: stems per shot count (few-shot, not ImageNet);
+    ``opts``: options of every run of the protocol; ``test_opts``: added for its eval-only runs.
+    """
+
+    cfg: str
+    imagenet: str | None = None
+    by_shots: dict = field(default_factory=dict)
+    opts: tuple = ()
+    test_opts: tuple = ()
+
+    def cfg_for(self, dataset, shots=None):
+        if dataset == SOURCE_DATASET and self.imagenet:
+            return self.imagenet
+        return self.by_shots.get(shots, self.cfg)
+
+    def all_cfgs(self):
+        return {self.cfg, *([self.imagenet] if self.imagenet else []), *self.by_shots.values()}
+
+    def describe(self):
+        """``vit_b16 (imagenet: vit_b16_imagenet)``: what the protocol's table header says."""
+        parts = []
+        for stem in sorted(set(self.by_shots.values()) - {self.cfg}, key=lambda s: min(
+                k for k, v in self.by_shots.items() if v == s)):
+            counts = sorted(k for k, v in self.by_shots.items() if v == stem)
+            parts.append(f"{', '.join(map(str, counts))} shot{'s' if counts != [1] else ''}: {stem}")
+        if self.imagenet and self.imagenet != self.cfg:
+            parts.append(f"imagenet: {self.imagenet}")
+        return self.cfg + (f" ({'; '.join(parts)})" if parts else "")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One trainer in the benchmark: its protocol settings and where its configs live."""
+
+    base2new: Step
+    xd: Step
+    fewshot: Step
+    eval_only: bool = False  # zero-shot: evaluation runs only
+    config_dir: str | None = None  # configs/trainers/<config_dir>/ (default: the trainer name)
+    published: str | None = None  # its name in results/published.json (for --compare)
+
+    def step(self, protocol):
+        return {"base2new": self.base2new, "xd": self.xd, "fewshot": self.fewshot}[protocol]
+
+
+def _same(cfg, **kwargs):
+    """One config (and options) for all three protocols."""
+    return dict(base2new=Step(cfg, **kwargs), xd=Step(cfg, **kwargs), fewshot=Step(cfg, **kwargs))
+
+
+# CoOp's few-shot protocol (coop.md §7.2), which CLIP-Adapter follows with configs of the same names:
+# 1 shot 50 epochs, 2 and 4 shots 100, 8 and 16 shots 200; ImageNet 50 at every shot count.
+_COOP_FEWSHOT = Step("vit_b16", imagenet="vit_b16_ep50",
+                     by_shots={1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"})
+
+
+_MMRL_XD = ("TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2")
+
+# Methods without a few-shot protocol of their own (MMA, the attention adapter, CoCoOp, MaPLe) use
+# their base-to-novel config on all classes; their ImageNet config where they have one.
+METHODS = {
+    "ZeroshotCLIP": Method(**_same("vit_b16"), eval_only=True, published="CLIP"),
+    "ZeroshotCLIP2": Method(**_same("vit_b16"), eval_only=True, config_dir="ZeroshotCLIP", published="CLIP"),
+    "CLIP_Adapter": Method(
+        base2new=Step("vit_b16", imagenet="vit_b16_ep50"),
+        xd=Step("vit_b16_ep50"),
+        fewshot=_COOP_FEWSHOT,
+        published="CLIP-Adapter"),
+    "MultiModalAdapter": Method(
+        base2new=Step("vit_b16_ep5", imagenet="vit_b16_ep5_imnet"),
+        xd=Step("vit_b16_xd"),
+        fewshot=Step("vit_b16_ep5", imagenet="vit_b16_ep5_imnet"),
+        published="MMA"),
+    "AttnMMAdapter": Method(**_same("vit_b16_paper"), published="AttnMMAdapter"),
+    "MMRL": Method(
+        base2new=Step("vit_b16", imagenet="vit_b16_imagenet", opts=("TASK", "B2N")),
+        # REP_DIM 512 for the evaluations: EuroSAT's per-dataset 2048 could not load the ImageNet weights.
+        xd=Step("vit_b16_cross_datasets", opts=_MMRL_XD, test_opts=("TRAINER.MMRL.REP_DIM", "512")),
+        fewshot=Step("vit_b16_few_shot", imagenet="vit_b16_imagenet", opts=("TASK", "FS")),
+        published="MMRL"),
+    "MMRLpp": Method(
+        base2new=Step("vit_b16", imagenet="vit_b16_imagenet", opts=("TASK", "B2N")),
+        xd=Step("vit_b16_cross_datasets", opts=("TASK", "CD")),
+        fewshot=Step("vit_b16_few_shot", imagenet="vit_b16_imagenet", opts=("TASK", "FS")),
+        published="MMRLpp"),  # (not "MMRL++": --compare ignores punctuation, that would be MMRL)
+    "CoOp": Method(
+        base2new=Step("vit_b16_ctxv1", imagenet="vit_b16_ep50_ctxv1"),
+        xd=Step("vit_b16_ep50_ctxv1"),
+        fewshot=_COOP_FEWSHOT,
+        published="CoOp"),
+    "CoCoOp": Method(**_same("vit_b16_c4_ep10_batch1_ctxv1"), published="CoCoOp"),
+    "MaPLe": Method(
+        base2new=Step("vit_b16_c2_ep5_batch4_2ctx"),
+        xd=Step("vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
+        fewshot=Step("vit_b16_c2_ep5_batch4_2ctx"),
+        published="MaPLe"),
+}
+
+
+def method(trainer):
+    """The table entry of a trainer, or a ValueError listing the known ones."""
+    if trainer not in METHODS:
+        raise ValueError(f'unknown trainer "{trainer}" for the benchmark; known: {", ".join(METHODS)} '
+                         "(add it to METHODS in harness/protocols.py)")
+    return METHODS[trainer]
+
+
+def config_file(trainer, cfg):
+    entry = METHODS.get(trainer)
+    folder = (entry.config_dir if entry else None) or trainer
+    return osp.join(REPO, "configs", "trainers", folder, f"{cfg}.yaml")
+
+
+def dataset_config_file(dataset):
+    return osp.join(REPO, "configs", "datasets", f"{dataset}.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# The output layout
+# ---------------------------------------------------------------------------------------------
+
+B2N_STEPS = {"train": "train_base", "test": "test_new", "test_base": "test_base"}
+
+
+def base2new_dir(step, dataset, shots, trainer, cfg, seed):
+    """``step``: ``train`` (on base classes), ``test`` (new classes) or ``test_base`` (eval-only, base)."""
+    return osp.join("base2new", B2N_STEPS[step], dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
+
+
+def xd_source_dir(trainer, cfg, shots, seed):
+    return osp.join(SOURCE_DATASET, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
+
+
+def xd_target_dir(trainer, cfg, shots, dataset, seed):
+    return osp.join("evaluation", trainer, f"{cfg}_{shots}shots", dataset, f"seed{seed}")
+
+
+def fewshot_dir(dataset, shots, trainer, cfg, seed):
+    return osp.join("few_shot", dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
+
+
+def zeroshot_dir(dataset, trainer, cfg, subsample):
+    return osp.join("zeroshot", dataset, trainer, f"{cfg}_{subsample}")
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a run folder's path says: ``protocol`` (``base2new``, ``transfer`` or ``few_shot``),
+    ``side`` (``base``/``new``, ``source``/``target``, or the shot count for few-shot), whether the
+    layout holds an eval-only run there, and the run's dataset, trainer, config and shots."""
+
+    protocol: str
+    side: object
+    eval_only: bool
+    dataset: str
+    trainer: str
+    cfg: str | None
+    shots: int | None
+
+
+_SHOTS = re.compile(r"^shots_(\d+)$")
+_CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
+
+
+def _cfg_shots(name):
+    match = _CFG_SHOTS.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
+
+
+def place_of(parts):
+    """``Place`` of a run's parent folder given its path parts below the output root (the ``seed<S>``
+    level excluded), or None when the path is in no known layout."""
+    parts = tuple(parts)
+    if len(parts) in (5, 6) and parts[0] == "base2new" and parts[1] in B2N_STEPS.values():
+        match = _SHOTS.match(parts[3])
+        if not match:
+            return None
+        step, dataset, trainer = parts[1], parts[2], parts[4]
+        cfg = parts[5] if len(parts) == 6 else None  # MMA's reference layout has no <cfg> level
+        shots = int(match.group(1))
+        if cfg and "cross_dataset" in cfg:  # MMRL's reference keeps its transfer runs in this tree
+            side = "source" if step == "train_base" else "target"
+            return Place("transfer", side, step != "train_base", dataset, trainer, cfg, shots)
+        side = "new" if step == "test_new" else "base"
+        return Place("base2new", side, step != "train_base", dataset, trainer, cfg, shots)
+    if len(parts) == 3 and parts[0] == SOURCE_DATASET:
+        cfg, shots = _cfg_shots(parts[2])
+        return Place("transfer", "source", False, SOURCE_DATASET, parts[1], cfg, shots)
+    if len(parts) == 4 and parts[0] == "evaluation":
+        cfg, shots = _cfg_shots(parts[2])
+        return Place("transfer", "target", True, parts[3], parts[1], cfg, shots)
+    if len(parts) == 5 and parts[0] == "few_shot":
+        match = _SHOTS.match(parts[2])
+        if not match:
+            return None
+        shots = int(match.group(1))
+        return Place("few_shot", shots, shots == 0, parts[1], parts[3], parts[4], shots)
+    return None
+
+
+_PLACE_PROTOCOL = {"base2new": "base2new", "transfer": "xd", "few_shot": "fewshot"}
+
+
+def protocol_config(place):
+    """The config a run's table is labelled with: the protocol's main config when the run used the
+    config the method's table chooses for its dataset and shots (so ImageNet's own config, or a
+    per-shot config, lands in the same table), else the run's own config."""
+    entry = METHODS.get(place.trainer)
+    if entry is None or place.cfg is None:
+        return place.cfg
+    step = entry.step(_PLACE_PROTOCOL[place.protocol])
+    shots = place.shots if place.protocol == "few_shot" else None
+    dataset = SOURCE_DATASET if place.protocol == "transfer" else place.dataset  # evaluations: the model's config
+    if place.cfg == step.cfg_for(dataset, shots):
+        return step.cfg
+    return place.cfg
+
+
+def protocol_description(trainer, protocol, cfg):
+    """``Step.describe()`` when ``cfg`` is the protocol's main config of a known trainer, else ``cfg``."""
+    entry = METHODS.get(trainer)
+    step = entry.step(_PLACE_PROTOCOL[protocol]) if entry else None
+    return step.describe() if step and cfg == step.cfg else cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs of a protocol
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One ``train.py`` run of a benchmark. ``id`` is its output folder below the output root."""
+
+    id: str
+    protocol: str
+    trainer: str
+    dataset: str
+    seed: int
+    shots: int
+    cfg: str
+    kind: str  # "train" or "test" (eval-only)
+    opts: tuple = ()  # the protocol's and the method's KEY VALUE options
+    model: str | None = None  # id of the training run a test evaluates (its dependency)
+
+    @property
+    def deps(self):
+        return (self.model,) if self.model else ()
+
+    def label(self):
+        what = {"train": "train", "test": "eval"}[self.kind]
+        return f"{self.trainer} {self.protocol} {self.dataset} {self.shots}-shot seed{self.seed} {what}"
+
+
+def plan(trainer, protocol, seeds=DEFAULT_SEEDS, datasets=None, shots=None):
+    """The runs of one protocol for one trainer, trainings before the evaluations that need them.
+
+    ``datasets``: a subset of the protocol's datasets (for ``xd``, of its targets; ImageNet is always
+    the source). ``shots``: for ``base2new`` and ``xd`` one shot count (default 16), for
+    ``fewshot`` the shot counts (default 1 2 4 8 16).
+    """
+    entry = method(trainer)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f'unknown protocol "{protocol}"; choose one of: {", ".join(PROTOCOLS)}')
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("no seeds given")
+    if entry.eval_only:
+        seeds = seeds[:1]
+    step = entry.step(protocol)
+    if protocol == "fewshot":
+        shot_list = [0] if entry.eval_only else list(shots or FEWSHOT_SHOTS)
+        return [job for dataset in _chosen(datasets, B2N_DATASETS) for k in shot_list for seed in seeds
+                for job in _fewshot_jobs(trainer, entry, step, dataset, k, seed)]
+    shots = _one_shot_count(shots)
+    if protocol == "base2new":
+        return [job for dataset in _chosen(datasets, B2N_DATASETS) for seed in seeds
+                for job in _base2new_jobs(trainer, entry, step, dataset, shots, seed)]
+    targets = [name for name in _chosen(datasets, XD_TARGETS + DG_TARGETS, extra=(SOURCE_DATASET,))
+               if name != SOURCE_DATASET]
+    return [job for seed in seeds for job in _xd_jobs(trainer, entry, step, targets, shots, seed)]
+
+
+def _chosen(datasets, allowed, extra=()):
+    if not datasets:
+        return list(allowed)
+    unknown = [name for name in datasets if name not in allowed and name not in extra]
+    if unknown:
+        raise ValueError(f"dataset(s) {', '.join(unknown)} not in this protocol; choose from: {', '.join(allowed)}")
+    return [name for name in allowed if name in datasets] + [name for name in extra if name in datasets]
+
+
+def _one_shot_count(shots):
+    if not shots:
+        return DEFAULT_SHOTS
+    if len(shots) != 1:
+        raise ValueError(f"base2new and xd take one shot count, got {' '.join(map(str, shots))}")
+    return int(shots[0])
+
+
+# The runs of one dataset / seed; ``cfg``: another config than the method's (the scripts' CFG argument).
+
+def _base2new_jobs(trainer, entry, step, dataset, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(dataset)
+    protocol = ("DATASET.NUM_SHOTS", str(shots))
+
+    def job(kind, where, subsample, model=None):
+        extra = step.test_opts if kind == "test" else ()
+        return Job(base2new_dir(where, dataset, shots, trainer, cfg, seed), "base2new", trainer, dataset, seed,
+                   shots, cfg, kind, protocol + ("DATASET.SUBSAMPLE_CLASSES", subsample) + step.opts + extra, model)
+
+    if entry.eval_only:
+        return [job("test", "test_base", "base"), job("test", "test", "new")]
+    train = job("train", "train", "base")
+    return [train, job("test", "test", "new", train.id)]
+
+
+def _xd_jobs(trainer, entry, step, targets, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(SOURCE_DATASET)  # the evaluations use the ImageNet model's config
+    source = Job(xd_source_dir(trainer, cfg, shots, seed), "xd", trainer, SOURCE_DATASET, seed, shots, cfg,
+                 "test" if entry.eval_only else "train",
+                 ("DATASET.NUM_SHOTS", str(shots)) + step.opts + (step.test_opts if entry.eval_only else ()))
+    model = None if entry.eval_only else source.id
+    # Targets: all classes, the full test set (no NUM_SHOTS, as the reference scripts).
+    return [source] + [Job(xd_target_dir(trainer, cfg, shots, dataset, seed), "xd", trainer, dataset, seed, shots,
+                           cfg, "test", step.opts + step.test_opts, model) for dataset in targets]
+
+
+def _fewshot_jobs(trainer, entry, step, dataset, shots, seed, cfg=None):
+    cfg = cfg or step.cfg_for(dataset, shots)
+    if entry.eval_only:  # zero-shot: K = 0, the dataset's full training set is not used
+        return [Job(fewshot_dir(dataset, 0, trainer, cfg, seed), "fewshot", trainer, dataset, seed, 0, cfg, "test",
+                    step.opts + step.test_opts)]
+    return [Job(fewshot_dir(dataset, shots, trainer, cfg, seed), "fewshot", trainer, dataset, seed, shots, cfg,
+                "train", ("DATASET.NUM_SHOTS", str(shots)) + step.opts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command lines
+# ---------------------------------------------------------------------------------------------
+
+class StepError(Exception):
+    """A step that cannot run yet or as asked; the message is one line naming the folder and the fix."""
+
+
+def default_load_epoch(model_dir):
+    """``best`` when the training run saved ``model-best.pth.tar`` (it deploys the best-validation
+    model), else the epoch of its newest checkpoint (the ``checkpoint`` pointer file)."""
+    if glob.glob(osp.join(glob.escape(model_dir), "*", "model-best.pth.tar")):
+        return "best"
+    pointers = sorted(glob.glob(osp.join(glob.escape(model_dir), "*", "checkpoint")))
+    if not pointers:
+        raise StepError(f"No checkpoint under {model_dir}: train first (or pass LOADEP)")
+    with open(pointers[0]) as f:
+        return f.readline().strip().replace("model.pth.tar-", "")
+
+
+def train_argv(trainer, dataset, cfg, seed, output_dir, opts=(), data="data", user_opts=(), eval_only=False,
+               model_dir=None, load_epoch=None):
+    """The ``train.py`` arguments of a run: flags, then the protocol's options, then the user's.
+
+    For an evaluation of a trained model, ``load_epoch`` None means ``default_load_epoch``; ``best``
+    passes no ``--load-epoch`` (the engine then loads ``model-best.pth.tar``).
+    """
+    argv = ["--root", data]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    argv += ["--trainer", trainer, "--dataset-config-file", dataset_config_file(dataset),
+             "--config-file", config_file(trainer, cfg), "--output-dir", output_dir]
+    if model_dir:
+        epoch = load_epoch or default_load_epoch(model_dir)
+        argv += ["--model-dir", model_dir] + ([] if epoch == "best" else ["--load-epoch", str(epoch)])
+    if eval_only:
+        argv.append("--eval-only")
+    return argv + list(opts) + list(user_opts)
+
+
+def job_argv(job, output_root, data, user_opts=(), load_epoch=None):
+    """``train_argv`` of a planned job; its output folder is ``output_root/job.id``."""
+    model_dir = osp.join(output_root, job.model) if job.model else None
+    return train_argv(job.trainer, job.dataset, job.cfg, job.seed, osp.join(output_root, job.id), job.opts, data,
+                      user_opts, job.kind == "test", model_dir, load_epoch)
+
+
+SCRIPT_STEPS = ("b2n_train", "b2n_test", "xd_train", "xd_test", "fewshot_train", "train", "test", "zeroshot")
+
+
+def _script_job(args):
+    """The planner's job for a protocol step of the shell scripts (same folder, same options)."""
+    protocol = {"b2n": "base2new", "xd": "xd", "fewshot": "fewshot"}[args.step.split("_")[0]]
+    entry = METHODS.get(args.trainer)
+    if entry is None:  # a trainer outside the table: its given config, no options of its own
+        if not args.cfg:
+            raise StepError(f'no config given and "{args.trainer}" is not in harness/protocols.py METHODS: pass CFG')
+        entry = Method(*[Step(args.cfg)] * 3)
+    if entry.eval_only:
+        raise StepError(f"{args.trainer} only evaluates: use scripts/benchmark.py or scripts/zsclip/zeroshot.sh")
+    step, cfg = entry.step(protocol), args.cfg or None
+    if protocol == "base2new":
+        jobs = _base2new_jobs(args.trainer, entry, step, args.dataset, args.shots, args.seed, cfg)
+        return jobs[0 if args.step == "b2n_train" else 1]
+    if protocol == "xd":
+        targets = [args.dataset] if args.step == "xd_test" else []
+        return _xd_jobs(args.trainer, entry, step, targets, args.shots, args.seed, cfg)[-1]
+    return _fewshot_jobs(args.trainer, entry, step, args.dataset, args.shots, args.seed, cfg)[0]
+
+
+def script_step(args):
+    """``(action, output folder, train.py argv)`` of one shell-script step (``command`` below).
+
+    ``action`` is ``skip`` (the run finished), ``resume`` (an unfinished run is there) or ``run``.
+    Protocol steps are the planner's jobs; ``train``/``test`` run into an explicit ``--dir``;
+    ``zeroshot`` is the zero-shot script's evaluation.
+    """
+    user_opts = list(args.extra) + shlex.split(args.opts or "")
+    if args.step in ("train", "test", "zeroshot"):
+        if args.step == "zeroshot":
+            cfg = args.cfg or (METHODS[args.trainer].fewshot.cfg if args.trainer in METHODS else "")
+            output_dir = osp.join(args.output, zeroshot_dir(args.dataset, args.trainer, cfg, args.subsample))
+            user_opts = ["DATASET.SUBSAMPLE_CLASSES", args.subsample] + user_opts
+            seed, model_dir = None, None
+        elif not args.dir or not args.cfg:
+            raise StepError(f"step {args.step} needs --dir and --cfg")
+        else:
+            cfg, output_dir, seed, model_dir = args.cfg, args.dir, args.seed, args.model_dir or None
+
+        def argv(load_epoch):
+            return train_argv(args.trainer, args.dataset, cfg, seed, output_dir, (), args.data, user_opts,
+                              args.step != "train", model_dir, load_epoch)
+    else:
+        job = _script_job(args)
+        output_dir = osp.join(args.output, job.id)
+        model_dir = osp.join(args.output, job.model) if job.model else None
+
+        def argv(load_epoch):
+            return job_argv(job, args.output, args.data, user_opts, load_epoch)
+    try:
+        state = run_state(output_dir)
+        if state in ("finished", "legacy"):
+            return "skip", output_dir, []
+        if model_dir and run_state(model_dir) not in ("finished", "legacy"):
+            raise StepError(f"training of {model_dir} is not finished: run (or resume) its training step first")
+    except RunError as error:
+        raise StepError(str(error)) from None
+    return ("resume" if state == "unfinished" else "run"), output_dir, argv(args.load_epoch or None)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m harness.protocols", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("command", help="a shell-script step's command line")
+    cmd.add_argument("--step", choices=SCRIPT_STEPS, required=True)
+    cmd.add_argument("--trainer", required=True)
+    cmd.add_argument("--dataset", default=SOURCE_DATASET)
+    cmd.add_argument("--seed", type=int)
+    cmd.add_argument("--cfg", default="", help="config stem (default: the method's, from METHODS)")
+    cmd.add_argument("--load-epoch", default="",
+                     help="epoch to evaluate, or best (default: model-best if saved, else the newest)")
+    cmd.add_argument("--shots", type=int, default=DEFAULT_SHOTS)
+    cmd.add_argument("--subsample", default="all")
+    cmd.add_argument("--dir", default="", help="output folder (generic train/test steps)")
+    cmd.add_argument("--model-dir", default="", help="training run to evaluate (generic test step)")
+    cmd.add_argument("--data", default="data")
+    cmd.add_argument("--output", default="output")
+    cmd.add_argument("--opts", default="", help="the user's OPTS string (shell words)")
+    cmd.add_argument("extra", nargs="*", help="KEY VALUE options of the script (after --)")
+    names = sub.add_parser("datasets", help="print a protocol's datasets (xd: its evaluation targets)")
+    names.add_argument("protocol", choices=PROTOCOLS)
+    return parser
+
+
+def main(argv=None):
+    """``python -m harness.protocols command --step STEP ...``: one line, shell-quoted: the action
+    (``skip``/``resume``/``run``), the output folder and the ``train.py`` arguments (scripts/common.sh).
+    ``python -m harness.protocols datasets PROTOCOL``: the protocol's datasets."""
+    args = build_parser().parse_args(argv)
+    if args.command == "datasets":
+        print(" ".join(XD_TARGETS + DG_TARGETS if args.protocol == "xd" else B2N_DATASETS))
+        return 0
+    try:
+        action, folder, train_args = script_step(args)
+    except (StepError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(shlex.join([action, folder, *train_args]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

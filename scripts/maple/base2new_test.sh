@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# MaPLe base-to-novel, step 2: eval-only on the new classes with the base-trained weights.
+#   bash scripts/maple/base2new_test.sh DATASET SEED [CFG] [LOADEP]
+# CFG as in base2new_train.sh; LOADEP defaults to the newest checkpoint of the training run (5).
+# Output: $OUTPUT/base2new/test_new/DATASET/shots_$SHOTS/MaPLe/CFG/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
+source "$(dirname "$0")/../common.sh"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+b2n_test MaPLe "$1" "$2" "${3:-}" "${4:-}"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# MMRL++ cross-dataset / domain generalisation, step 2: eval-only on a target (all classes, full test set,
+# class logits only). β is the target's entry of the CD table (e.g. eurosat 0.3, imagenet_sketch 0.7).
+#   bash scripts/mmrlpp/xd_test.sh DATASET SEED [CFG] [LOADEP]      (CFG defaults to vit_b16_cross_datasets)
+# DG targets: imagenetv2 imagenet_sketch imagenet_a imagenet_r. LOADEP defaults to the newest checkpoint.
+# Output: $OUTPUT/evaluation/MMRLpp/CFG_${SHOTS}shots/DATASET/seedSEED
+# Default configs and the method's options: harness/protocols.py (METHODS), shared with scripts/benchmark.py.
+source "$(dirname "$0")/../common.sh"
+need_args 2 "DATASET SEED [CFG] [LOADEP]" "$@"
+xd_test MMRLpp "$1" "$2" "${3:-}" "${4:-}"
