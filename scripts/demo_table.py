@@ -2,9 +2,9 @@
 
     python scripts/demo_table.py OUTPUT [--format text|markdown]
 
-Trained: the base-to-novel runs under ``OUTPUT/base2new`` (mean over seeds, read as
-``parse_test_res.py OUTPUT --table`` reads them). Zero-shot: the runs of
-``scripts/zsclip/zeroshot.sh DATASET CFG base|new`` under ``OUTPUT/zeroshot``. Missing numbers are
+Both come from the base-to-novel runs under ``OUTPUT/base2new`` as ``parse_test_res.py OUTPUT
+--table`` reads them (mean over seeds): the trained models' and those of ``ZeroshotCLIP``, which
+``scripts/benchmark.py`` runs as evaluations on the base and the new classes. Missing numbers are
 shown as ``--``. Exits with 1 (and says why) when there is nothing to show.
 """
 import argparse
@@ -13,41 +13,34 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from parse_test_res import (  # noqa: E402
-    MISSING, TEST_END_SIGNALS, ParseError, collect_groups, harmonic_mean, read_accuracy, sort_datasets,
-)
+from parse_test_res import MISSING, ParseError, collect_groups, harmonic_mean, sort_datasets  # noqa: E402
 
 ZEROSHOT_TRAINER = "ZeroshotCLIP"
 
 
-def mean(values):
+def mean_accuracy(group, side, dataset):
+    cell = group.cell(side, dataset)
+    values = cell.values() if cell else []
     return sum(values) / len(values) if values else None
-
-
-def zero_shot(root, dataset, cfg="vit_b16"):
-    """``(base, new)`` zero-shot accuracies of ``dataset`` (None where the run is missing)."""
-    out = []
-    for side in ("base", "new"):
-        log = osp.join(root, "zeroshot", dataset, ZEROSHOT_TRAINER, f"{cfg}_{side}", "log.txt")
-        out.append(read_accuracy(log, TEST_END_SIGNALS) if osp.isfile(log) else None)
-    return tuple(out)
 
 
 def rows(root):
     """One row per (dataset, trainer): dataset, trainer, shots, zero-shot (B, N, HM), trained (B, N, HM)."""
-    groups, _ = collect_groups(root)
+    groups, _ = collect_groups(root, layouts=("base2new",))
+    zero_shot = {}
+    for group in groups:
+        if group.key.trainer == ZEROSHOT_TRAINER:
+            for dataset in group.datasets("base") + group.datasets("new"):
+                zero_shot[dataset] = tuple(mean_accuracy(group, side, dataset) for side in ("base", "new"))
     table = []
     for group in groups:
-        if group.protocol != "base2new":
+        if group.key.trainer == ZEROSHOT_TRAINER:
             continue
         for dataset in sort_datasets(group.datasets("base") + group.datasets("new")):
-            trained = []
-            for side in ("base", "new"):
-                cell = group.cell(side, dataset)
-                trained.append(mean(cell.values()) if cell else None)
-            zs = zero_shot(root, dataset)
+            trained = tuple(mean_accuracy(group, side, dataset) for side in ("base", "new"))
+            zs = zero_shot.get(dataset, (None, None))
             table.append((dataset, group.key.trainer, group.key.shots,
-                          zs + (harmonic_mean(*zs),), tuple(trained) + (harmonic_mean(*trained),)))
+                          zs + (harmonic_mean(*zs),), trained + (harmonic_mean(*trained),)))
     order = sort_datasets({r[0] for r in table})
     table.sort(key=lambda r: (order.index(r[0]), r[1]))
     return table

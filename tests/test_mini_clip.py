@@ -14,42 +14,25 @@ import clip
 import train
 from clip import pretrain_mini
 from datasets import mini, world
+from harness import catalog, protocols
 from helpers import read, run_train
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CARD = json.load(open(osp.join(REPO, "clip", "weights", "mini-clip.json")))
 
-# Base-class training of each adaptation trainer on miniature EuroSAT (16 shots): config, the
-# overrides that fit it into seconds, and the base-accuracy gain over zero-shot it must reach
-# (measured gains in the comment; the margin leaves headroom). New trainers: add a row.
-SHOTS, TEST_PER_CLASS = 16, 20
-ADAPTATION = {
-    "CLIP_Adapter": ("CLIP_Adapter/vit_b16", ["TRAINER.CLIP_ADAPTER.PREC", "fp32"]),
-    "MultiModalAdapter": ("MultiModalAdapter/vit_b16_ep5", ["TRAINER.MMADAPTER.PREC", "fp32"]),
-    "AttnMMAdapter": ("AttnMMAdapter/vit_b16_paper", ["TRAINER.ATTN_MM_ADAPTER.PREC", "fp32"]),
-    "MMRL": ("MMRL/vit_b16", ["TRAINER.MMRL.PREC", "fp32", "TASK", "B2N"]),
-}
+# Base-class training of each adaptation trainer, with its base-to-novel config from the benchmark's
+# table (harness/protocols.py), shortened to EPOCHS epochs on miniature OxfordPets (19 base classes,
+# SHOTS shots, TEST_PER_CLASS test images per class), must beat zero-shot mini-clip on the base
+# classes by MARGIN points. Measured gains (points, seed 1): see MARGIN; each margin is about half
+# of its gain, so the test fails when a trainer stops learning, not on noise.
+DATASET, SHOTS, TEST_PER_CLASS, EPOCHS = "OxfordPets", 4, 5, 4
 MARGIN = {}
-
-
-@pytest.fixture(scope="module")
-def eurosat_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("eurosat"))
-    mini.build(root, ["EuroSAT"], per_class=SHOTS, test_per_class=TEST_PER_CLASS, verbose=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def model():
-    return clip.load(clip.MINI_CLIP)[0]
-
-
 def test_shipped_weights_match_the_hash_in_code():
     assert clip.file_sha256(clip.MINI_CLIP_FILE) == clip.clip.MINI_CLIP_SHA256 == CARD["sha256"]
     assert os.path.getsize(clip.MINI_CLIP_FILE) < 8 * 2 ** 20  # a few MB (fp16)
 
 
-def test_altered_weights_are_refused_with_one_line(eurosat_root, tmp_path, monkeypatch, capsys):
+def test_altered_weights_are_refused_with_one_line(pets_root, tmp_path, monkeypatch, capsys):
     altered = tmp_path / "mini-clip.pt"
     shutil.copy(clip.MINI_CLIP_FILE, altered)
     with open(altered, "r+b") as f:
@@ -61,8 +44,8 @@ def test_altered_weights_are_refused_with_one_line(eurosat_root, tmp_path, monke
     with pytest.raises(clip.WeightsError, match="SHA-256"):
         clip.load(clip.MINI_CLIP)
     with pytest.raises(SystemExit):
-        train.cli(["--root", eurosat_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir",
-                   str(tmp_path / "out"), "DATASET.NAME", "EuroSAT", "MODEL.BACKBONE.NAME", "mini-clip"])
+        train.cli(["--root", pets_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir",
+                   str(tmp_path / "out"), "DATASET.NAME", DATASET, "MODEL.BACKBONE.NAME", "mini-clip"])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "git checkout" in err[0]
 
@@ -75,36 +58,42 @@ def test_loads_by_name_in_fp32_with_every_layer_the_methods_use(model):
     assert clip.MINI_CLIP in clip.available_models()
 
 
-def test_zero_shot_equals_zeroshotclip_and_beats_three_times_chance(model, eurosat_root, tmp_path):
+def test_zero_shot_equals_zeroshotclip_and_beats_three_times_chance(model, pets_root, tmp_path):
     accuracies = {}
-    for part in ("base", "new"):
-        acc, n_images, n_classes = pretrain_mini.zero_shot_accuracy(model, eurosat_root, "EuroSAT", part)
-        assert n_images == n_classes * TEST_PER_CLASS == 5 * TEST_PER_CLASS
+    for part, n_classes in (("base", 19), ("new", 18)):
+        acc, n_images, n_cls = pretrain_mini.zero_shot_accuracy(model, pets_root, DATASET, part)
+        assert (n_images, n_cls) == (n_classes * TEST_PER_CLASS, n_classes)
         assert acc >= 3 * 100 / n_classes, (part, acc)
         accuracies[part] = acc
-    run_train(["--root", eurosat_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir", str(tmp_path),
-               "--dataset-config-file", osp.join(REPO, "configs", "datasets", "eurosat.yaml"),
-               "--config-file", osp.join(REPO, "configs", "trainers", "ZeroshotCLIP", "vit_b16.yaml"),
+    run_train(["--root", pets_root, "--trainer", "ZeroshotCLIP", "--eval-only", "--output-dir", str(tmp_path),
+               "--dataset-config-file", protocols.dataset_config_file("oxford_pets"),
+               "--config-file", protocols.config_file("ZeroshotCLIP", "vit_b16"),
                "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "mini-clip"])
     logged = float(re.findall(r"\* accuracy: ([\d.]+)%", read(tmp_path / "log.txt"))[-1])
     assert logged == pytest.approx(accuracies["base"], abs=0.05)
 
 
-def zero_shot_base(model, root):
-    return pretrain_mini.zero_shot_accuracy(model, root, "EuroSAT", "base")[0]
+@pytest.fixture(scope="module")
+def zero_shot_base(model, pets_root):
+    return pretrain_mini.zero_shot_accuracy(model, pets_root, DATASET, "base")[0]
 
 
-@pytest.mark.parametrize("trainer", list(ADAPTATION))
-def test_base_training_beats_zero_shot(trainer, model, eurosat_root, tmp_path):
-    config, opts = ADAPTATION[trainer]
-    run_train(["--root", eurosat_root, "--trainer", trainer, "--seed", "1", "--output-dir", str(tmp_path),
-               "--dataset-config-file", osp.join(REPO, "configs", "datasets", "eurosat.yaml"),
-               "--config-file", osp.join(REPO, "configs", "trainers", f"{config}.yaml"),
-               "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "base",
-               "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.NAME", "mini-clip", *opts])
+ADAPTATION_TRAINERS = [name for name, method in protocols.METHODS.items() if not method.eval_only]
+
+
+@pytest.mark.parametrize("trainer", ADAPTATION_TRAINERS)
+def test_base_training_beats_zero_shot(trainer, zero_shot_base, pets_root, tmp_path):
+    step = protocols.METHODS[trainer].base2new
+    run_train(["--root", pets_root, "--trainer", trainer, "--seed", "1", "--output-dir", str(tmp_path),
+               "--dataset-config-file", protocols.dataset_config_file("oxford_pets"),
+               "--config-file", protocols.config_file(trainer, step.cfg_for("oxford_pets")),
+               "DATASET.NUM_SHOTS", str(SHOTS), "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.NUM_WORKERS", "0",
+               "OPTIM.MAX_EPOCH", str(EPOCHS), "MODEL.BACKBONE.NAME", "mini-clip", catalog.precision_key(trainer),
+               "fp32", *step.opts])
     log = read(tmp_path / "log.txt").split("Finish training")[-1]
     trained = float(re.findall(r"\* accuracy: ([\d.]+)%", log)[-1])
-    assert trained >= zero_shot_base(model, eurosat_root) + MARGIN[trainer]
+    print(f"{trainer}: zero-shot {zero_shot_base:.1f}, trained {trained:.1f} ({trained - zero_shot_base:+.1f})")
+    assert trained >= zero_shot_base + MARGIN[trainer]
 
 
 def test_pretraining_never_draws_the_miniature_images():
@@ -123,6 +112,7 @@ def test_pretraining_never_draws_the_miniature_images():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RUN_SLOW"), reason="retrains mini-clip (slow): RUN_SLOW=1 pytest -m slow")
 def test_pretraining_reproduces_the_shipped_zero_shot(tmp_path):
     """The seeded script (minutes on 2 cores) reproduces the card's zero-shot accuracies."""
     out = str(tmp_path / "mini-clip.pt")
