@@ -1,6 +1,6 @@
 """Pretrain ``mini-clip``: the 12-block miniature CLIP, trained contrastively on the synthetic world.
 
-    python -m clip.pretrain_mini [--out FILE] [--seed 0] [--threads 2]      # then evaluates it
+    python -m clip.pretrain_mini [--out FILE] [--seed 0] [--threads 1]      # then evaluates it
     python -m clip.pretrain_mini --eval-only [--weights FILE] [--test-per-class 10]
 
 The world (``datasets/world.py``) gives every class name of the 15 datasets a concept (shape,

@@ -64,15 +64,20 @@ def test_an_image_does_not_depend_on_its_batch():
     np.testing.assert_array_equal(together[1], alone[0])
 
 
-def test_styles_shift_images_and_grayscale_removes_colour():
+def test_styles_shift_images_and_fading_or_grayscale_removes_colour():
     rng = np.random.default_rng(0)
     imgs = world.render_batch([world.concept_of("river")] * 2, world.sample_nuisance(rng, 2))
     for name, style in world.STYLES.items():
         out = style.apply(imgs.copy(), [np.random.default_rng(1), np.random.default_rng(2)])
         assert out.shape == imgs.shape and out.min() >= 0 and out.max() <= 1
         assert np.abs(out - imgs).mean() > 0.005, name  # every dataset has a style of its own
-    sketch = world.STYLES["ImageNetSketch"].apply(imgs, [rng, rng])
-    assert np.abs(sketch - sketch.mean(-1, keepdims=True)).max() < 1e-5
+    def colourfulness(x):
+        return np.abs(x - x.mean(-1, keepdims=True)).mean()
+
+    faded = world.STYLES["ImageNetSketch"].apply(imgs.copy(), [rng, rng])  # saturation 0.3
+    assert colourfulness(faded) < 0.5 * colourfulness(imgs)
+    grey = world.Style("grey", grayscale=True).apply(imgs.copy(), [rng, rng])
+    assert np.abs(grey - grey.mean(-1, keepdims=True)).max() < 1e-5
     with pytest.raises(TypeError, match="unknown style factors"):
         world.Style("x", sharpness=2)
 
