@@ -16,15 +16,15 @@ a description (``a photo of a red disk with blue dots.``) or a class caption (``
    are computed once, and the text tower alone continues the contrastive loss against them on
    class captions (70%) and descriptions (30%). The 2,114 class names are arbitrary labels of their
    concepts; this phase, cheap without the image tower, is where the text tower learns them.
-3. The logit scale is set to 100, OpenAI CLIP's value (its clamp), for which the trainers'
-   recipes were tuned.
+The logit scale is the one learned in phase 1 (phase 2 keeps it fixed): 23.3 in the shipped file,
+where OpenAI CLIP's is 100. The trainers' recipes learn with it as they are (the demo, the tests).
 
 The weights are saved in fp16 (``clip.load`` casts them to fp32) to ``--out`` (default
 ``output/mini-clip/mini-clip.pt``; use it with ``MODEL.BACKBONE.NAME mini-clip MODEL.BACKBONE.WEIGHTS
 FILE``). Then zero-shot accuracy is measured on miniature datasets written by ``datasets.mini``
 (test splits, base and new classes, through the readers and the test transform, with CoOp's
 per-dataset template, exactly as ZeroshotCLIP), printed as a table and compared with the shipped
-card (``clip/weights/mini-clip.json``). Same seed and thread count, same weights.
+card (``clip/weights/mini-clip.json``). Same seed, thread count and library versions: same weights.
 """
 import argparse
 import json
@@ -291,8 +291,6 @@ def pretrain(args):
     if args.diagnose:
         log("[diagnose] after text alignment: top-1 over %d names by name %.1f%%, by description %.1f%%"
             % ((len(data.names),) + world_accuracy(model, data, np.random.default_rng(1))))
-    with torch.no_grad():  # OpenAI CLIP's value (its clamp), for which the trainers' recipes were tuned
-        model.logit_scale.fill_(math.log(100.0))
     return model
 
 
