@@ -20,7 +20,7 @@ from dassl.engine import build_trainer
 from toy import make_toy_root, toy_classnames
 from trainers.common.utils import freeze_except
 from trainers.config import extend_cfg
-from trainers.mma import ADAPTER_LISTS, AdapterLearner, MultiModalAdapterCLIP
+from trainers.mma import ADAPTER_LISTS, AdapterLearner, build_mma_clip
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLASSNAMES = ["red_square", "green_thing", "blue_sky", "a_much_longer_class_name_than_the_others"]
@@ -44,7 +44,7 @@ def tiny_model(*opts, seed=0):
     torch.manual_seed(seed)
     clip_model = tiny_clip()
     with contextlib.redirect_stdout(io.StringIO()):
-        model = MultiModalAdapterCLIP(mma_cfg(*opts), CLASSNAMES, clip_model)
+        model = build_mma_clip(clip_model, CLASSNAMES, mma_cfg(*opts).TRAINER.MMADAPTER)
     freeze_except(model, ADAPTER_LISTS)
     return model
 
@@ -61,10 +61,11 @@ def adapter_grads(model):
 
 def plain_blocks(model, modality, x, attn_mask=None):
     tower = model.clip_model if modality == "text" else model.clip_model.visual
-    learner, s = model.adapter_learner, model.scale
+    learner = model.adapter_learner
+    s = learner.scale
     for i, block in enumerate(tower.transformer.resblocks, start=1):
         out = block(x, attn_mask=attn_mask)
-        if model.start <= i <= model.end:
+        if learner.start <= i <= learner.end:
             out = out + s * learner.adapt(modality, i, block.ln_1(x))
         x = out
     return x
@@ -167,18 +168,19 @@ def test_slot_zero_adapts_embeddings():
     """START 0: slot 0 acts on the token embeddings (before positions) and on ln_pre's output."""
     model = tiny_model("TRAINER.MMADAPTER.ADAPTER_START", 0, "TRAINER.MMADAPTER.ADAPTER_END", 2,
                        "TRAINER.MMADAPTER.ADAPTER_SCALE", 0.5)
-    learner, s, clip_model = model.adapter_learner, model.scale, model.clip_model
+    learner, clip_model = model.adapter_learner, model.clip_model
+    s = learner.scale
     assert _count(learner.text_adapter[0]) > 0 and _count(learner.text_adapter[3]) == 0
     imgs = images()
     e = learner.token_embedding
     x = e + s * learner.adapt("text", 0, e) + clip_model.positional_embedding
-    model.start = 1  # plain_blocks adapts blocks start..end; slot 0 was applied above
+    learner.start = 1  # plain_blocks adapts blocks start..end; slot 0 was applied above
     x = plain_blocks(model, "text", x, clip_model.attn_mask)
     text = layerwise.text_head(clip_model, x, learner.tokenized_prompts.argmax(-1))
     v = layerwise.image_embeddings(clip_model.visual, imgs)
     v = plain_blocks(model, "visual", v + s * learner.adapt("visual", 0, v))
     image = layerwise.image_head(clip_model.visual, v)
-    model.start = 0
+    learner.start = 0
     expected = clip_model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
     torch.testing.assert_close(model(imgs), expected, rtol=1e-5, atol=1e-5)
 
@@ -221,7 +223,7 @@ def test_backbone_stream_gets_the_exact_gradient(modality):
     torch.testing.assert_close(rescaled, x.grad, rtol=1e-5, atol=1e-6)
     # The branches' share of that gradient is far above the tolerance, so a wrong factor would show.
     x.grad = None
-    model.end = 0
+    model.adapter_learner.end = 0
     (plain_blocks(model, modality, x, mask) * weights).sum().backward()
     assert (rescaled - x.grad).abs().max() > 1e-3 * rescaled.abs().max()
 

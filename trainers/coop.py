@@ -29,7 +29,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
-from .common.eval_cache import EvalCache
+from .common.eval_cache import TensorCache
 from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
 from .common.utils import cross_entropy_step, report_trainable
@@ -186,7 +186,7 @@ class CoOpCLIP(nn.Module):
         self.prompt_learner = prompt_learner
         tokens = prompt_learner.tokenized_prompts
         self.text_length = prompt_length(tokens) if truncate_text else tokens.shape[1]
-        self.text_cache = EvalCache(prompt_learner, enabled=cache_eval_text)
+        self.text_cache = TensorCache(self, learner=prompt_learner, enabled=cache_eval_text)
 
     def encode_text(self):
         """g(t_c) for all C prompts [C, D] (not normalised)."""
@@ -196,7 +196,7 @@ class CoOpCLIP(nn.Module):
 
     def text_features(self):
         """Normalised text features [C, D]: every call in training, once per evaluation."""
-        return self.text_cache.get(lambda: l2_normalize(self.encode_text()), self.clip_model.logit_scale.device)
+        return self.text_cache.get(lambda: l2_normalize(self.encode_text()))
 
     def forward(self, images):
         text_features = self.text_features()
