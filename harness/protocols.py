@@ -123,8 +123,6 @@ _COOP_FEWSHOT = Step("vit_b16", imagenet="vit_b16_ep50",
                      by_shots={1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"})
 
 
-_MMRL_XD = ("TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2")
-
 # Methods without a few-shot protocol of their own (MMA, the attention adapter, CoCoOp, MaPLe) use
 # their base-to-novel config on all classes; their ImageNet config where they have one.
 METHODS = {
@@ -143,8 +141,8 @@ METHODS = {
     "AttnMMAdapter": Method(**_same("vit_b16_paper"), published="AttnMMAdapter"),
     "MMRL": Method(
         base2new=Step("vit_b16", imagenet="vit_b16_imagenet", opts=("TASK", "B2N")),
-        # REP_DIM 512 for the evaluations: EuroSAT's per-dataset 2048 could not load the ImageNet weights.
-        xd=Step("vit_b16_cross_datasets", opts=_MMRL_XD, test_opts=("TRAINER.MMRL.REP_DIM", "512")),
+        # λ 0.2 on ImageNet and d_r 512 on every target: table entries of the cross-dataset YAML.
+        xd=Step("vit_b16_cross_datasets", opts=("TASK", "CD")),
         fewshot=Step("vit_b16_few_shot", imagenet="vit_b16_imagenet", opts=("TASK", "FS")),
         published="MMRL"),
     "MMRLpp": Method(

@@ -65,8 +65,8 @@ def test_plan_uses_each_methods_configs_and_options():
     assert b2n["imagenet", "train"].cfg == "vit_b16_ep5_imnet" and b2n["dtd", "train"].cfg == "vit_b16_ep5"
     mmrl_xd = protocols.plan("MMRL", "xd", [1], ["eurosat"])
     assert [job.dataset for job in mmrl_xd] == ["imagenet", "eurosat"]
-    assert mmrl_xd[0].opts == ("DATASET.NUM_SHOTS", "16", "TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2")
-    assert mmrl_xd[1].opts == ("TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2", "TRAINER.MMRL.REP_DIM", "512")
+    assert mmrl_xd[0].opts == ("DATASET.NUM_SHOTS", "16", "TASK", "CD")  # λ 0.2, d_r 512: in the YAML
+    assert mmrl_xd[1].opts == ("TASK", "CD")
     coop = {(job.dataset, job.shots): job.cfg for job in protocols.plan("CoOp", "fewshot", [1])}
     assert [coop["dtd", k] for k in FEWSHOT_SHOTS] == ["vit_b16_ep50", "vit_b16_ep100", "vit_b16_ep100",
                                                        "vit_b16", "vit_b16"]

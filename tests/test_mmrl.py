@@ -310,10 +310,10 @@ def test_text_lower_layer_cache_equals_direct_path(trainer):
     _, text = model.learner.representation_learner()
     by_layer = dict(zip(model.rep_layers, text))
     cached = model.encode_text(by_layer)
-    assert len(model._text_lower_cache) == 1 and not model.text_lower_states().requires_grad
-    model.cache_text_lower_layers = False
+    assert len(model.text_lower_cache) == 1 and not model.text_lower_states().requires_grad
+    model.text_lower_cache.enabled = False
     direct = model.encode_text(by_layer)
-    model.cache_text_lower_layers = True
+    model.text_lower_cache.enabled = True
     torch.testing.assert_close(cached, direct, atol=1e-5, rtol=0)
     assert cached.requires_grad  # gradients reach the text aligners through blocks J..12
 
@@ -323,17 +323,17 @@ def test_eval_text_cache_is_dropped_when_training(trainer):
     trainer.set_model_mode("eval")
     with torch.no_grad():
         first = model(x).class_logits
-        assert model._eval_cache is not None
+        assert model.eval_cache.value is not None
         again = model(x).class_logits
     torch.testing.assert_close(first, again, atol=0, rtol=0)
     trainer.set_model_mode("train")
     perturb(model.learner, 3)
     with torch.no_grad():
         model(x)  # a training forward invalidates the cache
-        assert model._eval_cache is None
+        assert model.eval_cache.value is None
         trainer.set_model_mode("eval")
         after = model(x).class_logits
-        model.clear_eval_cache()
+        model.eval_cache.clear()
         recomputed = model(x).class_logits
     torch.testing.assert_close(after, recomputed, atol=0, rtol=0)
     assert not torch.allclose(first, after, atol=1e-4)
@@ -362,7 +362,7 @@ def test_reference_checkpoint_loads_with_identical_logits(trainer, toy_root, tmp
     perturb(source.model.learner, 4)
     x = images()
     source.set_model_mode("eval")
-    source.model.clear_eval_cache()
+    source.model.eval_cache.clear()
     expected = source.model_inference(x)
     target = build(toy_root, str(tmp_path / "b"), "TASK", "FS", seed=1)  # same random CLIP, initial learner
     target.set_model_mode("eval")
@@ -370,7 +370,7 @@ def test_reference_checkpoint_loads_with_identical_logits(trainer, toy_root, tmp
     # Released weights use the folder MultiModalRepresentationLearner, older ones MultiModalPromptLearner.
     for epoch, folder in ((5, "MultiModalPromptLearner"), (7, "MultiModalRepresentationLearner")):
         target.model.learner.load_state_dict(initial)
-        target.model.clear_eval_cache()
+        target.model.eval_cache.clear()
         # Different before loading; this also fills the eval cache, which loading must drop.
         assert not torch.allclose(target.model_inference(x), expected, atol=1e-3)
         os.makedirs(tmp_path / f"ref{epoch}" / folder)
