@@ -326,13 +326,13 @@ def test_eval_cache_same_logits_and_invalidated_by_training_and_loading():
     x = images(2)
     with torch.no_grad():
         first = model(x)
-        assert model._eval_cache is not None and direct._eval_cache is None
+        assert model.eval_cache.value is not None and direct.eval_cache.value is None
         torch.testing.assert_close(model(x), first, atol=0, rtol=0)
         torch.testing.assert_close(direct(x), first, atol=0, rtol=0)
         model.prompt_learner.train()
         perturb(model.prompt_learner, 9)
         model(x)  # a training forward drops the cache
-        assert model._eval_cache is None
+        assert model.eval_cache.value is None
         model.prompt_learner.eval()
         after = model(x)
         assert not torch.allclose(after, first, atol=1e-3)
