@@ -28,10 +28,10 @@ from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from .common.eval_inputs import eval_batch
-from .common.precision import PRECISIONS, check_prec
+from .common.precision import PRECISIONS, check_prec, frozen_clip
 from .common.utils import cross_entropy_step
 from .coop import (
-    PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
+    PromptLearner, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
 )
 
 __all__ = ["add_config", "meta_net", "ConditionalPromptLearner", "CoCoOpCLIP", "CoCoOp"]

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import load_clip_to_cpu, model_dtype, tokenize
+from clip import model_dtype, tokenize
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
@@ -31,11 +31,11 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
 from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = [
-    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
+    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_image_features", "setup_prompt_learner",
     "load_prompt_learner",
 ]
 
@@ -207,26 +207,6 @@ class CoOpCLIP(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Trainer (the pieces CoCoOp shares come first)
 # ---------------------------------------------------------------------------------------------
-
-def frozen_clip(cfg, prec, device):
-    """CLIP for a prompt learner, frozen, and the precision the run uses: ``(clip_model, prec)``.
-
-    ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
-    """
-    prec = run_precision(prec, device, cfg.TRAINER.NAME)
-    print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    clip_model = load_clip_to_cpu(cfg)
-    size = clip_model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    if cfg.INPUT.SIZE[0] != size:
-        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} must match the input size {size} of "
-                         f"{cfg.MODEL.BACKBONE.NAME}; set INPUT.SIZE ({size}, {size})")
-    for param in clip_model.parameters():
-        param.requires_grad_(False)
-    if prec == "fp16":
-        to_openai_fp16(clip_model)
-    return clip_model, prec
-
 
 def setup_prompt_learner(trainer, learner):
     """Report what trains; MODEL.INIT_WEIGHTS, optimiser and scheduler of ``learner``, registered as

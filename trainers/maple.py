@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
+from clip import layerwise, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
@@ -30,7 +30,7 @@ from dassl.utils import load_pretrained_weights
 from .common.checkpoint import load_adapted_model
 from .common.eval_cache import TensorCache
 from .common.eval_inputs import install_image_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
@@ -229,19 +229,12 @@ class MaPLe(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.MAPLE
-        self.prec = run_precision(node.PREC, self.device, "MaPLe")
         if node.CTX_INIT and node.N_CTX > MAX_INIT_CTX:
             print(f"Note: CTX_INIT is ignored for N_CTX > {MAX_INIT_CTX} (as in the reference); random context")
-
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)  # ctx and proj follow CLIP's dtype
         depth = min(len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
         if node.PROMPT_DEPTH > depth:
             raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH {node.PROMPT_DEPTH} exceeds the {depth} blocks of the backbone")
-        for param in clip_model.parameters():
-            param.requires_grad_(False)
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)  # ctx and proj follow CLIP's dtype
 
         print("Building MaPLe (multi-modal prompt learner)")
         learner = MultiModalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,

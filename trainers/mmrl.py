@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu, tokenize
+from clip import layerwise, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
@@ -34,7 +34,7 @@ from .common.checkpoint import load_adapted_model, load_init_weights, refuse_mar
 from .common.eval_cache import TensorCache
 from .common.eval_inputs import install_image_cache
 from .common.templates import class_prompts, template_for
-from .common.precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
 
 __all__ = [
@@ -62,13 +62,6 @@ LOGIT_SCALE = 100.0
 
 TASKS = ("B2N", "CD", "FS")
 
-# Reference per-dataset settings (mmrl.md §10.3, not task-dependent): the defaults of the config
-# tables TRAINER.MMRL.DATASET_REG_WEIGHT and DATASET_REP_DIM (see add_config).
-REG_WEIGHT_BY_DATASET = {
-    "StanfordCars": 7.0, "FGVCAircraft": 6.0, "SUN397": 6.0, "DescribableTextures": 6.0, "Food101": 5.0,
-    "OxfordFlowers": 4.0, "UCF101": 3.0, "ImageNet": 0.5, "Caltech101": 0.5, "OxfordPets": 0.2, "EuroSAT": 0.01,
-}
-REP_DIM_BY_DATASET = {"EuroSAT": 2048}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,10 +79,13 @@ def add_config(cfg):
     node = cfg.TRAINER.MMRL = CN()
     node.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
     node.REG_WEIGHT = 1.0  # λ of both cosine regularisers (a YAML's value: datasets without a table entry)
-    node.DATASET_REG_WEIGHT = CN(REG_WEIGHT_BY_DATASET, new_allowed=True)  # DATASET.NAME -> λ
+    node.DATASET_REG_WEIGHT = CN({  # DATASET.NAME -> λ: the reference's table (mmrl.md §10.3)
+        "StanfordCars": 7.0, "FGVCAircraft": 6.0, "SUN397": 6.0, "DescribableTextures": 6.0, "Food101": 5.0,
+        "OxfordFlowers": 4.0, "UCF101": 3.0, "ImageNet": 0.5, "Caltech101": 0.5, "OxfordPets": 0.2, "EuroSAT": 0.01,
+    }, new_allowed=True)
     node.REP_LAYERS = []  # 1-based blocks where the representation tokens are (re)inserted
     node.REP_DIM = 512  # d_r, width of the shared representation space (as REG_WEIGHT)
-    node.DATASET_REP_DIM = CN(REP_DIM_BY_DATASET, new_allowed=True)  # DATASET.NAME -> d_r
+    node.DATASET_REP_DIM = CN({"EuroSAT": 2048}, new_allowed=True)  # DATASET.NAME -> d_r
     node.N_REP_TOKENS = 5  # K
     node.PREC = "fp16"  # fp16, fp32 or amp
     # Speed switches (project keys; both give the same numbers as the reference's direct path).
@@ -366,23 +362,17 @@ class MMRL(TrainerX):
     def build_model(self):
         cfg = self.cfg
         mcfg = cfg.TRAINER[self.CONFIG_NODE]
-        self.prec = run_precision(mcfg.PREC, self.device, cfg.TRAINER.NAME)
         self.alpha = mcfg.ALPHA
         self.reg_weight = mcfg.REG_WEIGHT
         classnames = self.dm.dataset.classnames
         prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
         print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
 
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
+        clip_model, self.prec = frozen_clip(cfg, mcfg.PREC, self.device)
         depth = min(len(clip_model.visual.transformer.resblocks), len(clip_model.transformer.resblocks))
         if mcfg.REP_LAYERS[-1] > depth:
             raise ValueError(f"TRAINER.{self.CONFIG_NODE}.REP_LAYERS {list(mcfg.REP_LAYERS)} exceed the {depth} "
                              "blocks of the backbone")
-        for p in clip_model.parameters():
-            p.requires_grad_(False)
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)
 
         print(f"Building {cfg.TRAINER.NAME}: λ (REG_WEIGHT) {mcfg.REG_WEIGHT}, d_r (REP_DIM) {mcfg.REP_DIM}")
         learner = self.build_learner(clip_model, mcfg)
