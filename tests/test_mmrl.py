@@ -435,3 +435,14 @@ def test_train_then_eval_on_other_classes(toy_root, tmp_path_factory):
     log = read(osp.join(test_out, "log.txt"))
     assert "class-feature" in log and "Loading weights to MultiModalRepresentationLearner" in log
     assert "* total: 6" in log
+
+
+def test_init_weights_are_loaded(trainer, toy_root, tmp_path):
+    """MODEL.INIT_WEIGHTS: the learner starts from the file's tensors (by name and shape, as Dassl does)."""
+    perturb(trainer.model.learner, 11)
+    torch.save({"state_dict": trainer.model.learner.state_dict()}, tmp_path / "init.pth")
+    started = build(toy_root, str(tmp_path / "out"), "TASK", "FS", "MODEL.INIT_WEIGHTS", str(tmp_path / "init.pth"))
+    for key, value in trainer.model.learner.state_dict().items():
+        assert torch.equal(started.model.learner.state_dict()[key], value), key
+    fresh = build(toy_root, str(tmp_path / "fresh"), "TASK", "FS")
+    assert not torch.equal(fresh.model.learner.image_encoder.proj_rep, trainer.model.learner.image_encoder.proj_rep)
