@@ -446,3 +446,31 @@ def test_init_weights_are_loaded(trainer, toy_root, tmp_path):
         assert torch.equal(started.model.learner.state_dict()[key], value), key
     fresh = build(toy_root, str(tmp_path / "fresh"), "TASK", "FS")
     assert not torch.equal(fresh.model.learner.image_encoder.proj_rep, trainer.model.learner.image_encoder.proj_rep)
+
+
+def test_per_dataset_tables_are_config_nodes(tmp_path):
+    """The tables are what a YAML or the command line edits; the resolved value is in the run's config."""
+    import datasets  # noqa: F401 (registers the dataset names checked by setup_cfg)
+
+    def mmrl_node(dataset, *opts, cfg="vit_b16"):
+        ds = tmp_path / f"{dataset}.yaml"
+        ds.write_text(f"DATASET:\n  NAME: {dataset}\n")
+        args = ["--dataset-config-file", str(ds), "--config-file", osp.join(CFG_DIR, f"{cfg}.yaml"),
+                "--trainer", "MMRL", *opts]
+        return train.setup_cfg(train.build_parser().parse_args(args)).TRAINER.MMRL
+
+    assert mmrl_node("StanfordCars", "TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars", "5.0").REG_WEIGHT == 5.0
+    assert mmrl_node("StanfordCars", "TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars", "5.0",
+                     "TRAINER.MMRL.REG_WEIGHT", "0.3").REG_WEIGHT == 0.3  # REG_WEIGHT itself beats the table
+    yaml = tmp_path / "edited.yaml"
+    yaml.write_text(open(osp.join(CFG_DIR, "vit_b16.yaml")).read().replace(
+        "  MMRL:\n", "  MMRL:\n    DATASET_REG_WEIGHT:\n      StanfordCars: 5.0\n      ToyColours: 2.5\n"))
+    assert mmrl_node("StanfordCars", cfg=str(yaml)[:-5]).REG_WEIGHT == 5.0  # an edited table entry runs
+    assert mmrl_node("ToyColours", cfg=str(yaml)[:-5]).REG_WEIGHT == 2.5  # and datasets may be added
+    # Cross-dataset: λ 0.2 on the ImageNet source and d_r 512 on EuroSAT come from the YAML, not the command line.
+    xd = "vit_b16_cross_datasets"
+    assert (mmrl_node("ImageNet", cfg=xd).REG_WEIGHT, mmrl_node("ImageNet", cfg=xd).REP_DIM) == (0.2, 512)
+    assert mmrl_node("EuroSAT", cfg=xd).REP_DIM == 512 and mmrl_node("EuroSAT").REP_DIM == 2048
+    for name in ("vit_b16", "vit_b16_few_shot", "vit_b16_imagenet"):  # no YAML line the tables would replace
+        text = open(osp.join(CFG_DIR, f"{name}.yaml")).read()
+        assert "REG_WEIGHT:" not in text and "REP_DIM:" not in text, name

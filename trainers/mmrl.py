@@ -72,9 +72,10 @@ def add_config(cfg):
     """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values).
 
     λ and d_r come from per-dataset tables that are config nodes, so a YAML or the command line edits
-    them (``TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars 5.0``; new datasets may be added). Order,
-    as in the reference: ``REG_WEIGHT``/``REP_DIM`` from a YAML < the dataset's table entry < the
-    same keys on the command line; the run's config shows the values used.
+    them (``TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars 5.0``; datasets may be added). Order, as in
+    the reference (mmrl.md §10.4): ``REG_WEIGHT``/``REP_DIM`` in a YAML (the value for datasets
+    without an entry) < the dataset's entry < ``REG_WEIGHT``/``REP_DIM`` on the command line. The
+    run's config and log show the values used.
     """
     node = cfg.TRAINER.MMRL = CN()
     node.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
