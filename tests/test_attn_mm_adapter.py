@@ -321,7 +321,7 @@ def test_patience_needs_best_val(toy_root, tmp_path):
 
 
 def test_noise_only_on_training_images(toy_root, tmp_path):
-    trainer = build(toy_root, str(tmp_path), "INPUT.GAUSSIAN_NOISE_STD", "0.5")
+    trainer = build(toy_root, str(tmp_path), "TRAINER.ATTN_MM_ADAPTER.NOISE_STD", "0.5")
     assert not trainer.trains_on_cached_features()
     batch = next(iter(trainer.dm.test_loader))
     train_a, train_b = (trainer.image_features(batch, train=True) for _ in range(2))
