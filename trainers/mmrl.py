@@ -30,7 +30,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model
-from .common.eval_inputs import install_image_cache
+from .common.eval_images import install_image_cache
 from .common.templates import class_prompts, template_for
 from .common.precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
 from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
