@@ -13,6 +13,7 @@ from helpers import build_toy_trainer
 from toy import make_toy_root, toy_classnames
 from trainers.clip_adapter import Adapter, AdapterCLIP
 from trainers.common.utils import autocast_for
+from trainers.common.templates import class_prompts, template_for
 from trainers.config import extend_cfg
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -26,7 +27,9 @@ def tiny_model(*opts, dataset="OxfordPets"):
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         clip_model = load("test-tiny", weights="random")[0]
-        return AdapterCLIP(cfg, CLASSNAMES, clip_model)
+        node = cfg.TRAINER.CLIP_ADAPTER
+        prompts = class_prompts(template_for(dataset), CLASSNAMES)
+        return AdapterCLIP(clip_model, prompts, node.RATIO, node.REDUCTION, node.CACHE_TEXT_FEATURES)
 
 
 def images(n=3, seed=1):
