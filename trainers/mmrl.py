@@ -73,7 +73,9 @@ REP_DIM_BY_DATASET = {"EuroSAT": 2048}
 # ---------------------------------------------------------------------------------------------
 
 def add_config(cfg):
-    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values)."""
+    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values), and the
+    reference's top-level ``TASK`` (B2N, CD or FS; read by MMRL and MMRL++, set by the scripts)."""
+    cfg.TASK = "B2N"
     cfg.TRAINER.MMRL = CN()
     cfg.TRAINER.MMRL.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
     cfg.TRAINER.MMRL.REG_WEIGHT = 1.0  # λ of both cosine regularisers
