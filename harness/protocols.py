@@ -30,8 +30,9 @@ few-shot                   ``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S
 zero-shot script           ``zeroshot/<dataset>/<Trainer>/<cfg>_<subsample>`` (``scripts/zsclip/zeroshot.sh``)
 =========================  ===========================================================================
 
-``place_of`` reads these paths back (and two reference layouts: MMA's without the ``<cfg>`` level,
-MMRL's cross-dataset runs inside the base2new tree).
+``place_of`` reads these paths back, and the reference repositories' layouts named in
+``REFERENCE_LAYOUTS`` (MMRL's cross-dataset runs inside the base2new tree, MMA's base2new tree
+without the ``<cfg>`` level).
 
 Adding a trainer is one entry in ``METHODS``.
 """
@@ -41,7 +42,7 @@ import os.path as osp
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from harness.run import RunError, run_state
 
@@ -236,34 +237,89 @@ def _cfg_shots(name):
     return (match.group(1), int(match.group(2))) if match else (name, None)
 
 
+def _base2new_place(step, dataset, shots_folder, trainer, cfg):
+    match = _SHOTS.match(shots_folder)
+    if step not in B2N_STEPS.values() or not match:
+        return None
+    side = "new" if step == "test_new" else "base"
+    return Place("base2new", side, step != "train_base", dataset, trainer, cfg, int(match.group(1)))
+
+
+def _read_base2new(parts):
+    """``base2new/<step>/<dataset>/shots_<K>/<Trainer>/<cfg>``"""
+    if len(parts) != 6 or parts[0] != "base2new":
+        return None
+    return _base2new_place(*parts[1:])
+
+
+def _read_xd_source(parts):
+    """``imagenet/<Trainer>/<cfg>_<K>shots``"""
+    if len(parts) != 3 or parts[0] != SOURCE_DATASET:
+        return None
+    cfg, shots = _cfg_shots(parts[2])
+    return Place("transfer", "source", False, SOURCE_DATASET, parts[1], cfg, shots)
+
+
+def _read_xd_target(parts):
+    """``evaluation/<Trainer>/<cfg>_<K>shots/<dataset>``"""
+    if len(parts) != 4 or parts[0] != "evaluation":
+        return None
+    cfg, shots = _cfg_shots(parts[2])
+    return Place("transfer", "target", True, parts[3], parts[1], cfg, shots)
+
+
+def _read_fewshot(parts):
+    """``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>`` (K = 0: a zero-shot evaluation)"""
+    if len(parts) != 5 or parts[0] != "few_shot":
+        return None
+    match = _SHOTS.match(parts[2])
+    if not match:
+        return None
+    shots = int(match.group(1))
+    return Place("few_shot", shots, shots == 0, parts[1], parts[3], parts[4], shots)
+
+
+def _read_mma_base2new(parts):
+    """MMA's reference scripts (mma.md §13) write the base2new tree without the ``<cfg>`` level:
+    ``base2new/<step>/<dataset>/shots_<K>/<Trainer>`` (``cfg`` None)."""
+    if len(parts) != 5 or parts[0] != "base2new":
+        return None
+    return _base2new_place(*parts[1:], None)
+
+
+def _read_mmrl_cross_dataset(parts):
+    """MMRL's reference scripts (also MMRL++'s, mmrl.md §11) keep the cross-dataset runs in the base2new
+    tree: the ImageNet training in ``train_base/imagenet``, the evaluations in ``test_new/<target>``,
+    with the config ``vit_b16_cross_datasets``."""
+    place = _read_base2new(parts)
+    if place is None or place.trainer not in ("MMRL", "MMRLpp") or "cross_dataset" not in (place.cfg or ""):
+        return None
+    return replace(place, protocol="transfer", side="target" if place.eval_only else "source")
+
+
+# How ``place_of`` reads a path: reference repositories' layouts that differ from ours, by name, then
+# ours (the ``*_dir`` functions above). A reference layout is tried first because it re-reads paths
+# that also fit one of ours.
+REFERENCE_LAYOUTS = {
+    "MMRL / MMRL++: cross-dataset runs in the base2new tree": _read_mmrl_cross_dataset,
+    "MMA: the base2new tree without the <cfg> level": _read_mma_base2new,
+}
+OUR_LAYOUTS = {
+    "base2new": _read_base2new,
+    "xd source": _read_xd_source,
+    "xd targets": _read_xd_target,
+    "few-shot": _read_fewshot,
+}
+
+
 def place_of(parts):
     """``Place`` of a run's parent folder given its path parts below the output root (the ``seed<S>``
     level excluded), or None when the path is in no known layout."""
     parts = tuple(parts)
-    if len(parts) in (5, 6) and parts[0] == "base2new" and parts[1] in B2N_STEPS.values():
-        match = _SHOTS.match(parts[3])
-        if not match:
-            return None
-        step, dataset, trainer = parts[1], parts[2], parts[4]
-        cfg = parts[5] if len(parts) == 6 else None  # MMA's reference layout has no <cfg> level
-        shots = int(match.group(1))
-        if cfg and "cross_dataset" in cfg:  # MMRL's reference keeps its transfer runs in this tree
-            side = "source" if step == "train_base" else "target"
-            return Place("transfer", side, step != "train_base", dataset, trainer, cfg, shots)
-        side = "new" if step == "test_new" else "base"
-        return Place("base2new", side, step != "train_base", dataset, trainer, cfg, shots)
-    if len(parts) == 3 and parts[0] == SOURCE_DATASET:
-        cfg, shots = _cfg_shots(parts[2])
-        return Place("transfer", "source", False, SOURCE_DATASET, parts[1], cfg, shots)
-    if len(parts) == 4 and parts[0] == "evaluation":
-        cfg, shots = _cfg_shots(parts[2])
-        return Place("transfer", "target", True, parts[3], parts[1], cfg, shots)
-    if len(parts) == 5 and parts[0] == "few_shot":
-        match = _SHOTS.match(parts[2])
-        if not match:
-            return None
-        shots = int(match.group(1))
-        return Place("few_shot", shots, shots == 0, parts[1], parts[3], parts[4], shots)
+    for read in (*REFERENCE_LAYOUTS.values(), *OUR_LAYOUTS.values()):
+        place = read(parts)
+        if place is not None:
+            return place
     return None
 
 
