@@ -13,6 +13,8 @@ import torch
 from harness.preflight import torch_file_problem
 from harness.safe_load import CheckpointError
 
+from .attention import adopt_blocks
+
 __all__ = ["available_models", "load", "load_clip_to_cpu", "openclip_name", "model_dtype", "count_parameters",
            "WeightsError", "check_backbone"]
 
@@ -83,9 +85,11 @@ def _create(arch):
     # weights are loaded right after, so the message would be wrong.
     logging.disable(logging.WARNING)
     try:
-        return open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
+        model = open_clip.create_model(arch, pretrained=None, precision="fp32", device="cpu")
     finally:
         logging.disable(logging.NOTSET)
+    adopt_blocks(model)  # same blocks, faster where autograd records or autocast is on (clip/attention.py)
+    return model
 
 
 def check_backbone(name, weights):

@@ -91,7 +91,8 @@ def replace_tokens(x, tokens, start):
     if begin < 0 or begin + k > length:
         raise ValueError(f"cannot replace {k} tokens at position {start} of a sequence of {length}")
     tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-    return torch.cat([x[:, :begin], tokens, x[:, begin + k:]], dim=1)
+    # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
+    return x.slice_scatter(tokens, dim=1, start=begin, end=begin + k)
 
 
 def replace_before_blocks(tokens_by_block, start):

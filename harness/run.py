@@ -49,10 +49,10 @@ LOG_FILE = "log.txt"
 ENGINE_RESUME_STATE_FILE = "resume_state.pth.tar"
 
 # Keys that cannot change a run's numbers: where files go, what is printed, how often snapshots
-# are kept, which device runs it.
+# are kept, which device runs it, the evaluation cache (equal to the direct path, tested).
 RESULT_NEUTRAL_KEYS = {
     "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "VERBOSE", "USE_CUDA", "TRAIN.PRINT_FREQ",
-    "TRAIN.CHECKPOINT_FREQ",
+    "TRAIN.CHECKPOINT_FREQ", "EVAL_CACHE.FEATURES", "EVAL_CACHE.IMAGES", "EVAL_CACHE.DIR", "EVAL_CACHE.MAX_GB",
 }
 # The trainers' speed switches, which give the same numbers on and off (each has an equivalence test).
 SPEED_SWITCHES = re.compile(r"^TRAINER\.[^.]+\.(CACHE_\w+|TRUNCATE_TEXT|SHARE_LOWER_LAYERS)$")

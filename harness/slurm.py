@@ -218,33 +218,52 @@ def slurm_log(output, slurm_id):
     return None
 
 
-def current_states(jobs, output, submitted, queue):
+LEFT_QUEUE = "left the Slurm queue without finishing"
+# A requeued task leaves ``squeue`` for a moment before it is pending again: while watching, a run
+# missing from the queue counts as failed only once it has been missing this long.
+QUEUE_GRACE_SECONDS = 30.0
+
+
+def current_states(jobs, output, submitted, queue, missing_since=None, now=None):
     """``{id: {"state", "where", "error"}}`` of the jobs of a submission, from the folders, the queue
-    and the status file; a run that left the queue without finishing failed (or was blocked)."""
+    and the status file; a run that left the queue without finishing failed (or was blocked).
+
+    ``missing_since`` (run id -> when first seen missing, kept by the caller across polls): a run
+    missing from the queue for less than ``QUEUE_GRACE_SECONDS`` is still pending (without it, a
+    missing run has failed).
+    """
     failures = StatusFile(output).failures()
+    now = time.monotonic() if now is None else now
     states = {}
     for job in jobs:
         state, where = disk_state(osp.join(output, job.id))
         entry = {"state": state, "where": where, "error": None}
         slurm_id = submitted.get(job.id)
         if state == "pending" and slurm_id in queue:
+            if missing_since is not None:
+                missing_since.pop(job.id, None)
             entry.update(state="running" if queue[slurm_id] in ("RUNNING", "COMPLETING") else "pending",
                          where=f"Slurm job {slurm_id} {queue[slurm_id].lower()}")
+        elif (state == "pending" and slurm_id and job.id not in failures and missing_since is not None
+              and now - missing_since.setdefault(job.id, now) < QUEUE_GRACE_SECONDS):
+            entry.update(where=f"Slurm job {slurm_id} not in the queue (requeued?)")
         elif state == "pending" and any(states[dep]["state"] in ("failed", "blocked") for dep in job.deps):
             entry.update(state="blocked", error="its training did not finish")
         elif state == "pending" and (slurm_id or job.id in failures):
             log = slurm_log(output, slurm_id) if slurm_id else None
-            entry.update(state="failed", error=failures.get(job.id) or "left the Slurm queue without finishing"
+            entry.update(state="failed", error=failures.get(job.id) or LEFT_QUEUE
                          + (f" (see {log})" if log else ""))
         states[job.id] = entry
     return states
 
 
+
 def watch(jobs, output, progress, poll=10.0):
     """Show progress until no run is pending or running in the queue; returns the states."""
     seen = set()
+    missing_since = {}
     while True:
-        states = current_states(jobs, output, submitted_jobs(output), queue_states())
+        states = current_states(jobs, output, submitted_jobs(output), queue_states(), missing_since)
         counts = {}
         for job in jobs:
             state = states[job.id]["state"]

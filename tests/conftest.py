@@ -10,6 +10,26 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_eval_cache_dir(tmp_path_factory):
+    """The eval cache (trainers/common/eval_inputs.py) of module- and session-scoped fixtures: never the user's."""
+    from harness.disk_cache import ENV_VAR
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ENV_VAR, str(tmp_path_factory.mktemp("eval_cache_session")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def eval_cache_dir(tmp_path_factory, monkeypatch):
+    """Each test gets an empty eval cache of its own."""
+    from harness.disk_cache import ENV_VAR
+
+    directory = tmp_path_factory.mktemp("eval_cache")
+    monkeypatch.setenv(ENV_VAR, str(directory))
+    return str(directory)
+
+
 @pytest.fixture(scope="session")
 def mini_root(tmp_path_factory):
     """Miniature copies of all 15 datasets (``python -m datasets.mini``), built once per session.

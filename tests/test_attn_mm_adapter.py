@@ -237,11 +237,12 @@ def test_vit_b16_logs_107712(vit_b16_trainer):
 def test_cached_features_give_direct_logits(toy_root, tmp_path, opts):
     trainer = build(toy_root, str(tmp_path), *opts)
     trainer.set_model_mode("eval")
-    cache = compute_image_features(trainer.model.encode_images, trainer.test_loader, trainer.device)
-    cached_loader = feature_loader_like(trainer.test_loader, cache)
-    assert len(cached_loader) == len(trainer.test_loader)
+    image_loader = trainer.dm.test_loader  # trainer.test_loader serves the eval cache's features
+    cache = compute_image_features(trainer.model.encode_images, image_loader, trainer.device)
+    cached_loader = feature_loader_like(image_loader, cache)
+    assert len(cached_loader) == len(image_loader)
     with torch.no_grad():
-        for image_batch, feature_batch in zip(trainer.test_loader, cached_loader):
+        for image_batch, feature_batch in zip(image_loader, cached_loader):
             assert torch.equal(image_batch["index"], feature_batch["index"])
             assert torch.equal(image_batch["label"], feature_batch["label"])
             direct = trainer.model_inference(trainer.parse_batch_test(image_batch)[0])
@@ -276,7 +277,7 @@ def test_cached_training_equals_direct_training(toy_root, tmp_path):
     assert FEATURE_KEY in next(iter(cached.train_loader_x)) and FEATURE_KEY in next(iter(cached.val_loader))
     assert FEATURE_KEY not in next(iter(direct.train_loader_x))
     assert cached.best_result == direct.best_result
-    batch = next(iter(direct.test_loader))
+    batch = next(iter(direct.dm.test_loader))
     with torch.no_grad():
         features = direct.parse_batch_test(batch)[0]
         torch.testing.assert_close(cached.model_inference(features), direct.model_inference(features),
@@ -322,7 +323,7 @@ def test_patience_needs_best_val(toy_root, tmp_path):
 def test_noise_only_on_training_images(toy_root, tmp_path):
     trainer = build(toy_root, str(tmp_path), "INPUT.GAUSSIAN_NOISE_STD", "0.5")
     assert not trainer.trains_on_cached_features()
-    batch = next(iter(trainer.test_loader))
+    batch = next(iter(trainer.dm.test_loader))
     train_a, train_b = (trainer.image_features(batch, train=True) for _ in range(2))
     test_a, test_b = (trainer.image_features(batch, train=False) for _ in range(2))
     assert torch.equal(test_a, test_b)

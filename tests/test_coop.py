@@ -83,7 +83,7 @@ def test_same_logits_as_the_zero_shot_trainer(mini_root, tmp_path):
     zs, _ = build(trainer_args("ZeroshotCLIP", "vit_b16", mini_root, tmp_path / "b", dataset="caltech101"))
     coop.model.clip_model.load_state_dict(zs.clip_model.state_dict())  # the same random CLIP
     coop.set_model_mode("eval")
-    batch = next(iter(zs.test_loader))
+    batch = next(iter(zs.dm.test_loader))  # images (zs.test_loader serves cached features)
     x = batch["img"][:4]
     with torch.no_grad():
         torch.testing.assert_close(coop.model.text_features(), zs.text_features, rtol=0, atol=1e-6)

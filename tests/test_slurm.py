@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.slurm import SlurmError, sbatch_options, site_options
+from harness.protocols import Job
+from harness.slurm import QUEUE_GRACE_SECONDS, SlurmError, current_states, sbatch_options, site_options
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARK = osp.join(REPO, "scripts", "benchmark.py")
@@ -188,3 +189,26 @@ def test_site_defaults_file_and_command_line(tmp_path):
     site.write_text("[slurm]\npartitions = gpu\n")
     with pytest.raises(SlurmError, match="unknown key partitions in \\[slurm\\]"):
         site_options(str(site))
+
+
+def test_a_run_missing_from_the_queue_fails_only_after_the_grace(tmp_path):
+    """A requeued task is briefly absent from squeue: while watching it stays pending (and so do the
+    runs that depend on it) until it has been missing for QUEUE_GRACE_SECONDS."""
+    train = Job("b2n/train/seed1", "base2new", "CoOp", "eurosat", 1, 1, "c", "train")
+    test = Job("b2n/test/seed1", "base2new", "CoOp", "eurosat", 1, 1, "c", "test", model=train.id)
+    submitted = {train.id: "7_0", test.id: "8_0"}
+    missing = {}
+
+    def states(queue, now):
+        found = current_states([train, test], str(tmp_path), submitted, queue, missing, now=now)
+        return [found[job.id]["state"] for job in (train, test)]
+
+    assert states({"7_0": "RUNNING", "8_0": "PENDING"}, now=0.0) == ["running", "pending"]
+    assert states({"8_0": "PENDING"}, now=1.0) == ["pending", "pending"]  # requeue in flight
+    assert states({"7_0": "PENDING", "8_0": "PENDING"}, now=2.0) == ["pending", "pending"]  # back
+    assert states({}, now=3.0) == ["pending", "pending"]
+    assert states({}, now=3.0 + QUEUE_GRACE_SECONDS - 0.5) == ["pending", "pending"]
+    assert states({}, now=3.0 + QUEUE_GRACE_SECONDS) == ["failed", "blocked"]
+    # a one-off look (no memory of earlier polls): missing means failed
+    once = current_states([train, test], str(tmp_path), submitted, {})
+    assert once[train.id]["state"] == "failed" and "left the Slurm queue" in once[train.id]["error"]

@@ -20,8 +20,9 @@ nothing is augmented and CLIP is frozen, the training and validation features ar
 (``trainers/common/feature_cache.py``) and the epochs run on them. Gaussian noise on training
 images (``INPUT.GAUSSIAN_NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
 the public code's transform draws it per image load; training features are then computed from the
-noisy images at every step, while the (clean) validation features stay cached. Specification:
-``attn_mm_adapter.md`` §10.
+noisy images at every step, while the (clean) validation features stay cached. Test and validation
+features also go to the eval cache on disk, shared by runs (``trainers/common/eval_inputs.py``;
+``EVAL_CACHE.FEATURES``). Specification: ``attn_mm_adapter.md`` §10.
 """
 import torch
 import torch.nn as nn
@@ -36,6 +37,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import find_reference_file, load_adapted_model, load_reference_weights
+from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
 from .common.templates import class_prompts, template_for
 from .common.utils import PRECISIONS, autocast_for, check_prec, report_trainable, text_features_for_prompts
@@ -343,6 +345,8 @@ class AttnMMAdapter(TrainerX):
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
         self.epochs_without_improvement = 0  # early stopping (PATIENCE); part of the resume state
         self.stop_training = False  # set by early stopping (upstream Dassl's engine has no such flag)
+        install_feature_cache(self, self.model.encode_images, clip_model.visual,
+                              f"AttnMMAdapterCLIP.encode_images (prec {prec})")
 
     # --- features: cached, or computed from the images of the batch -------------------------
 
@@ -407,7 +411,8 @@ class AttnMMAdapter(TrainerX):
         else:
             print("Training augmentation on (TRAIN_AUG True): training features are recomputed at every step")
         evaluates_val = self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST
-        if evaluates_val and self.val_loader is not None:
+        on_disk = isinstance(self.val_loader, CachedFeatureLoader)  # EVAL_CACHE.FEATURES: already cached
+        if evaluates_val and self.val_loader is not None and not on_disk:
             # The val split goes through the deterministic test transform: encode it once.
             cache = compute_image_features(encode, self.val_loader, self.device)
             self.val_loader = feature_loader_like(self.val_loader, cache)

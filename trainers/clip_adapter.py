@@ -6,19 +6,21 @@ no biases. The classifier is the frozen CLIP text feature of CoOp's per-dataset 
 exp(logit_scale) * cos(f', W); loss cross-entropy. Only the adapter trains (registered as
 ``clip_adapter``). Spec: clip_adapter.md.
 
-Training images are augmented (random resized crop, flip), so image features are not cached; the
-text classifier is fixed and computed once.
+Training images are augmented (random resized crop, flip), so training image features are not
+cached; the text classifier is fixed and computed once; test image features come from the eval
+cache (``trainers/common/eval_inputs.py``; off with ``EVAL_CACHE.FEATURES False``).
 """
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import load_clip_to_cpu, model_dtype
+from clip import load_clip_to_cpu
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
+from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.templates import class_prompts, template_for
 from .common.utils import (
     PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
@@ -89,8 +91,9 @@ class AdapterCLIP(nn.Module):
         return features
 
     def forward(self, images):
+        """``images`` [B, 3, H, W], or their cached CLIP image features [B, D] (evaluation) -> logits."""
         with torch.no_grad():  # CLIP is frozen; only the adapter needs autograd
-            image_features = self.clip_model.encode_image(images.to(model_dtype(self.clip_model)))
+            image_features = clip_image_features(self.clip_model, images)
         blended = self.ratio * self.adapter(image_features) + (1 - self.ratio) * image_features
         blended = blended / blended.norm(dim=-1, keepdim=True)
         logit_scale = self.clip_model.logit_scale.exp()
@@ -125,9 +128,13 @@ class CLIP_Adapter(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(MODEL_NAME, self.model.adapter, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_clip_feature_cache(self, clip_model)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return eval_batch(batch, self.device)
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

@@ -15,7 +15,8 @@ Speed, with the same numbers: the reference stacks the prompts of the whole batc
 [B, C, 77, 512] and runs the text tower image by image. Here the tower runs on the prompts of
 several images at once (up to PROMPTS_PER_CALL sequences per call, whole images), cut after the
 longest prompt's end-of-text token (later positions cannot matter under the causal mask), so
-neither the full-length stack nor one call per image is needed. The image tower runs without autograd.
+neither the full-length stack nor one call per image is needed. The image tower runs without autograd;
+it is frozen and unprompted, so test features come from the eval cache (``EVAL_CACHE.FEATURES``).
 """
 from collections import OrderedDict
 
@@ -26,7 +27,9 @@ from yacs.config import CfgNode as CN
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
-from .common.utils import PRECISIONS, check_prec, cross_entropy_step
+from .common.eval_inputs import eval_batch
+from .common.precision import PRECISIONS, check_prec
+from .common.utils import cross_entropy_step
 from .coop import (
     PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
 )
@@ -108,6 +111,7 @@ class CoCoOpCLIP(nn.Module):
         return l2_normalize(torch.cat(features))
 
     def forward(self, images):
+        """``images`` [B, 3, H, W], or their cached CLIP image features [B, D] (evaluation) -> logits [B, C]."""
         image_features = frozen_image_features(self.clip_model, images)  # f^ [B, D]
         ctx = self.prompt_learner.conditional_context(image_features)  # [B, M, d]
         text_features = self.text_features(ctx)  # [B, C, D]
@@ -142,6 +146,9 @@ class CoCoOp(TrainerX):
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return eval_batch(batch, self.device)
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

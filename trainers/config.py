@@ -2,12 +2,14 @@
 and the allowed values of the enumerated keys (``check_config_values``)."""
 import difflib
 
+from yacs.config import CfgNode as CN
+
 from dassl.data.transforms.transforms import AVAI_CHOICES
 from dassl.optim.lr_scheduler import AVAI_SCHEDS
 from dassl.optim.optimizer import AVAI_OPTIMS
 from harness.preflight import ConfigError
 
-__all__ = ["extend_cfg", "apply_dataset_overrides", "config_choices", "check_config_values"]
+__all__ = ["extend_cfg", "add_eval_cache_config", "apply_dataset_overrides", "config_choices", "check_config_values"]
 
 SAMPLERS = ("RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler", "RandomClassSampler")
 
@@ -29,7 +31,8 @@ ENGINE_CHOICES = {
 # Keys holding a list, each element of which must be one of the values.
 ENGINE_LIST_CHOICES = {"INPUT.TRANSFORMS": tuple(AVAI_CHOICES)}
 # Smallest allowed value of numeric keys.
-ENGINE_MINIMUMS = {"DATALOADER.TRAIN_X.BATCH_SIZE": 1, "DATALOADER.TEST.BATCH_SIZE": 1, "DATALOADER.NUM_WORKERS": 0}
+ENGINE_MINIMUMS = {"DATALOADER.TRAIN_X.BATCH_SIZE": 1, "DATALOADER.TEST.BATCH_SIZE": 1, "DATALOADER.NUM_WORKERS": 0,
+                   "EVAL_CACHE.MAX_GB": 0}
 
 
 def extend_cfg(cfg):
@@ -40,11 +43,29 @@ def extend_cfg(cfg):
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
     cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
+    add_eval_cache_config(cfg)
 
     for module in TRAINER_MODULES:
         add_config = getattr(module, "add_config", None)
         if add_config is not None:
             add_config(cfg)
+
+
+def add_eval_cache_config(cfg):
+    """``EVAL_CACHE``: the disk cache of evaluation inputs shared by runs (trainers/common/eval_inputs.py).
+
+    Both switches leave every number unchanged; False gives the direct path (decode, transform and
+    encode every test image at every evaluation), e.g. for benchmarks with the caches off.
+    """
+    from harness.disk_cache import DEFAULT_MAX_GB
+
+    cfg.EVAL_CACHE = CN()
+    # Frozen image encoders (ZeroshotCLIP, CLIP_Adapter, CoOp, CoCoOp, AttnMMAdapter): test/val image features.
+    cfg.EVAL_CACHE.FEATURES = True
+    # Adapted image encoders (MMA, MMRL, MMRL++, MaPLe): decoded, resized, cropped uint8 test/val images.
+    cfg.EVAL_CACHE.IMAGES = True
+    cfg.EVAL_CACHE.DIR = ""  # "" = $CLIP_EVAL_CACHE_DIR, else $XDG_CACHE_HOME (~/.cache)/clip-fewshot/eval
+    cfg.EVAL_CACHE.MAX_GB = DEFAULT_MAX_GB  # size cap: least recently used entries are evicted beyond it; 0 = off
 
 
 def apply_dataset_overrides(cfg):

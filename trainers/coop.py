@@ -14,13 +14,13 @@ and trainer pieces. Spec: coop.md.
 Speed, with the same numbers: the prompts do not depend on the image, so the text tower runs once
 per training step for all classes and once per evaluation (cached while the learner is in eval
 mode); it runs only up to the longest prompt's end-of-text token (later positions cannot matter
-under the causal mask); the frozen image tower runs without autograd.
+under the causal mask); the frozen image tower runs without autograd, and at evaluation its test
+features come from the eval cache (``trainers/common/eval_inputs.py``; ``EVAL_CACHE.FEATURES``).
 """
 import warnings
 
 import torch
 import torch.nn as nn
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu, model_dtype, tokenize
@@ -30,7 +30,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import EvalCache
-from .common.utils import PRECISIONS, check_prec, cross_entropy_step, make_grad_scaler, report_trainable
+from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = [
     "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
@@ -171,12 +173,12 @@ def l2_normalize(x):
 
 @torch.no_grad()
 def frozen_image_features(clip_model, images):
-    """Normalised f(x) [B, D] from CLIP's frozen image tower (no autograd)."""
-    return l2_normalize(clip_model.encode_image(images.to(model_dtype(clip_model))))
+    """Normalised f(x) [B, D] from CLIP's frozen image tower (no autograd), or from its cached output [B, D]."""
+    return l2_normalize(clip_image_features(clip_model, images))
 
 
 class CoOpCLIP(nn.Module):
-    """Frozen CLIP plus ``prompt_learner``; ``forward(images [B, 3, H, W]) -> logits [B, C]``."""
+    """Frozen CLIP plus ``prompt_learner``; ``forward(images [B, 3, H, W] or cached features [B, D]) -> logits [B, C]``."""
 
     def __init__(self, clip_model, prompt_learner, truncate_text=True, cache_eval_text=True):
         super().__init__()
@@ -211,9 +213,7 @@ def frozen_clip(cfg, prec, device):
 
     ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
     """
-    if prec == "fp16" and device.type != "cuda":
-        print("Note: PREC fp16 needs a GPU; running in fp32 on the CPU")
-        prec = "fp32"
+    prec = run_precision(prec, device, cfg.TRAINER.NAME)
     print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
     clip_model = load_clip_to_cpu(cfg)
     size = clip_model.visual.image_size
@@ -224,7 +224,7 @@ def frozen_clip(cfg, prec, device):
     for param in clip_model.parameters():
         param.requires_grad_(False)
     if prec == "fp16":
-        convert_weights_to_lp(clip_model)
+        to_openai_fp16(clip_model)
     return clip_model, prec
 
 
@@ -240,6 +240,7 @@ def setup_prompt_learner(trainer, learner):
     trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
     trainer.register_model(MODEL_NAME, learner, trainer.optim, trainer.sched)
     trainer.scaler = make_grad_scaler(trainer.prec, trainer.device)
+    install_clip_feature_cache(trainer, trainer.model.clip_model)  # test/val: the image tower is not prompted
 
 
 def load_prompt_learner(trainer, directory, epoch=None):
@@ -283,6 +284,9 @@ class CoOp(TrainerX):
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def parse_batch_test(self, batch):
+        return eval_batch(batch, self.device)
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

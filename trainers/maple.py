@@ -20,7 +20,6 @@ from typing import List, NamedTuple
 
 import torch
 import torch.nn as nn
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
@@ -29,7 +28,9 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
-from .common.utils import PRECISIONS, check_prec, cross_entropy_step, make_grad_scaler, report_trainable
+from .common.eval_inputs import install_image_cache
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
 
@@ -239,10 +240,7 @@ class MaPLe(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.MAPLE
-        self.prec = node.PREC
-        if self.prec == "fp16" and self.device.type != "cuda":
-            print("Note: PREC fp16 needs a GPU; MaPLe runs in fp32 on the CPU")
-            self.prec = "fp32"
+        self.prec = run_precision(node.PREC, self.device, "MaPLe")
         if node.CTX_INIT and node.N_CTX > MAX_INIT_CTX:
             print(f"Note: CTX_INIT is ignored for N_CTX > {MAX_INIT_CTX} (as in the reference); random context")
 
@@ -254,7 +252,7 @@ class MaPLe(TrainerX):
         for param in clip_model.parameters():
             param.requires_grad_(False)
         if self.prec == "fp16":
-            convert_weights_to_lp(clip_model)  # OpenAI's fp16 CLIP (LayerNorms fp32); ctx and proj follow
+            to_openai_fp16(clip_model)  # ctx and proj follow CLIP's dtype
 
         print("Building MaPLe (multi-modal prompt learner)")
         learner = MultiModalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,
@@ -269,6 +267,7 @@ class MaPLe(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, registered, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def forward_backward(self, batch):
         return cross_entropy_step(self, *self.parse_batch_train(batch))  # loss = CE(logits, y)

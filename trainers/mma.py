@@ -20,9 +20,9 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
-from .common.utils import (
-    PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
-)
+from .common.eval_inputs import install_image_cache
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, freeze_except, report_trainable
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
 MODEL_NAME = "adapter_learner"
@@ -200,6 +200,9 @@ class MultiModalAdapterCLIP(nn.Module):
     def clear_caches(self):
         self._frozen_text = {}  # (length, device, autocast state) -> hidden state [n_cls, length, d_t]
         self._eval_text_features = None  # [n_cls, embed_dim], normalised
+        tokens = self.adapter_learner.tokenized_prompts
+        # Positions the text tower runs on; read from the prompts once, not at every step (a host sync).
+        self.text_length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
 
     # --- adapted blocks, shared by both towers ---
 
@@ -242,7 +245,7 @@ class MultiModalAdapterCLIP(nn.Module):
     def encode_text(self):
         """Text features of all class prompts, through the adapted text tower: ``[n_cls, embed_dim]``."""
         tokens = self.adapter_learner.tokenized_prompts
-        length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
+        length = self.text_length
         # With slot 0 the very first step trains, so nothing is frozen below the adapters.
         x = self.text_input(length) if self.start == 0 else self.frozen_text_hidden(length)
         x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, length))
@@ -296,13 +299,13 @@ class MultiModalAdapter(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        self.prec = cfg.TRAINER.MMADAPTER.PREC
+        self.prec = run_precision(cfg.TRAINER.MMADAPTER.PREC, self.device, "MMA")
         classnames = self.dm.dataset.classnames
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)  # fp32
         if self.prec == "fp16":
-            clip_model.half()
+            to_openai_fp16(clip_model)  # mma.md §9: OpenAI's fp16 build; LayerNorms stay fp32
 
         print("Building MMA (multi-modal adapters)")
         self.model = MultiModalAdapterCLIP(cfg, classnames, clip_model)
@@ -319,6 +322,7 @@ class MultiModalAdapter(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(MODEL_NAME, learner, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def load_init_weights(self, path):
         """MODEL.INIT_WEIGHTS into the learner; the prompt buffers of this run's classes are kept."""

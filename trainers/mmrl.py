@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from open_clip.model import convert_weights_to_lp
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu, tokenize
@@ -31,10 +30,10 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model
+from .common.eval_inputs import install_image_cache
 from .common.templates import class_prompts, template_for
-from .common.utils import (
-    PRECISIONS, autocast_for, backward_and_step, check_prec, make_grad_scaler, report_trainable, text_features_for_prompts,
-)
+from .common.precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
 
 __all__ = [
     "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
@@ -207,7 +206,8 @@ def representation_hook(tokens_by_layer, first_layer, n_tokens, beta=1.0):
             return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
         if beta != 1.0:
             tokens = beta * tokens + (1 - beta) * x[:, 1:1 + n_tokens]
-        return torch.cat([x[:, :1], tokens, x[:, 1 + n_tokens:]], dim=1)
+        # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
+        return x.slice_scatter(tokens, dim=1, start=1, end=1 + n_tokens)
     return before_block
 
 
@@ -389,7 +389,7 @@ class MMRL(TrainerX):
     def build_model(self):
         cfg = self.cfg
         mcfg = cfg.TRAINER[self.CONFIG_NODE]
-        self.prec = mcfg.PREC
+        self.prec = run_precision(mcfg.PREC, self.device, cfg.TRAINER.NAME)
         self.alpha = mcfg.ALPHA
         self.reg_weight = mcfg.REG_WEIGHT
         classnames = self.dm.dataset.classnames
@@ -405,7 +405,7 @@ class MMRL(TrainerX):
         for p in clip_model.parameters():
             p.requires_grad_(False)
         if self.prec == "fp16":
-            convert_weights_to_lp(clip_model)  # OpenAI's fp16 CLIP (LayerNorms stay fp32)
+            to_openai_fp16(clip_model)
 
         print(f"Building {cfg.TRAINER.NAME}")
         learner = self.build_learner(clip_model, mcfg)
@@ -428,6 +428,7 @@ class MMRL(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
+        install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def autocast(self):
         return autocast_for(self.device, enabled=self.prec == "amp")
@@ -441,7 +442,8 @@ class MMRL(TrainerX):
                             self.alpha, self.reg_weight)
         backward_and_step(self, loss, self.scaler)
         logits = fused_logits(out.class_logits, out.rep_logits, self.alpha)
-        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
+        # Tensors: the engine's meters read them at the next log line, not at every step.
+        summary = {"loss": loss.detach(), "acc": compute_accuracy(logits, labels)[0]}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary

@@ -1,9 +1,14 @@
-"""Zero-shot CLIP: one prompt per class (CoOp's per-dataset template) or a template ensemble."""
+"""Zero-shot CLIP: one prompt per class (CoOp's per-dataset template) or a template ensemble.
+
+Text features are computed once; test image features come from the eval cache (frozen image tower,
+``trainers/common/eval_inputs.py``; off with ``EVAL_CACHE.FEATURES False``).
+"""
 import torch
 
 from clip import load_clip_to_cpu
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 
+from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.templates import IMAGENET_TEMPLATES_SELECT, class_prompts, template_for
 from .common.utils import text_features_for_prompts
 
@@ -32,10 +37,15 @@ class ZeroshotCLIP(TrainerX):
         self.text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         self.clip_model = clip_model
         print("Number of trainable parameters: 0")
+        install_clip_feature_cache(self, clip_model)
+
+    def parse_batch_test(self, batch):
+        return eval_batch(batch, self.device)
 
     @torch.no_grad()
-    def model_inference(self, image):
-        image_features = self.clip_model.encode_image(image)
+    def model_inference(self, inputs):
+        """Logits [B, C] for images [B, 3, H, W] or their cached image features [B, D]."""
+        image_features = clip_image_features(self.clip_model, inputs)
         image_features = image_features / image_features.norm(dim=-1, keepdim=True)
         logit_scale = self.clip_model.logit_scale.exp()
         return logit_scale * image_features @ self.text_features.t()

@@ -494,6 +494,7 @@ class TrainerX(SimpleTrainer):
             losses.update(loss_summary)
             report_train_step(self, losses, batch_time, data_time, progress)
             end = time.time()
+        write_pending_train_scalars(self)
 
     def parse_batch_train(self, batch):
         input = batch["img"].to(self.device)
@@ -505,13 +506,16 @@ class TrainerX(SimpleTrainer):
 def report_train_step(trainer, losses, batch_time, data_time, progress=None):
     """After batch ``trainer.batch_idx``: advance ``progress``; log the upstream progress line every
     ``TRAIN.PRINT_FREQ`` batches (every batch when the epoch is shorter; to the log file only, the
-    console shows ``progress``) and write ``train/<loss>`` and ``train/lr`` scalars."""
+    console shows ``progress``) and write ``train/<loss>`` and ``train/lr`` scalars.
+
+    The losses may be device tensors: they are read only on a printing step or at the epoch's last
+    batch (one transfer), and the scalars of the steps in between are written then, with their own
+    step numbers and values. ``progress`` shows the losses as of the last printing step.
+    """
     num_batches = trainer.num_batches
-    if progress is not None:
-        loss = " ".join(f"{name} {meter.avg:.4f}" for name, meter in losses.meters.items())
-        progress.update(1, note=f"epoch {trainer.epoch + 1}/{trainer.max_epoch} {loss}".rstrip())
     print_freq = trainer.cfg.TRAIN.PRINT_FREQ
-    if (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq:
+    printing = (trainer.batch_idx + 1) % print_freq == 0 or num_batches < print_freq
+    if printing:
         nb_remain = num_batches - trainer.batch_idx - 1
         nb_remain += (trainer.max_epoch - trainer.epoch - 1) * num_batches
         eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
@@ -526,10 +530,32 @@ def report_train_step(trainer, losses, batch_time, data_time, progress=None):
         ])
         with log_only():
             print(line)
+        trainer._loss_note = " ".join(f"{name} {meter.avg:.4f}" for name, meter in losses.meters.items())
+    if progress is not None:
+        note = f"epoch {trainer.epoch + 1}/{trainer.max_epoch} {trainer.__dict__.get('_loss_note', '')}"
+        progress.update(1, note=note.rstrip())
+    if getattr(trainer, "_writer", None) is None:
+        return
+    # Per step: its number, the lr, and how many updates each loss meter had (its average after them).
+    pending = trainer.__dict__.setdefault("_pending_train_scalars", [])
     n_iter = trainer.epoch * num_batches + trainer.batch_idx
-    for name, meter in losses.meters.items():
-        trainer.write_scalar("train/" + name, meter.avg, n_iter)
-    trainer.write_scalar("train/lr", trainer.get_current_lr(), n_iter)
+    pending.append((n_iter, trainer.get_current_lr(), losses, {k: m.updates for k, m in losses.meters.items()}))
+    if printing or trainer.batch_idx + 1 == num_batches:
+        write_pending_train_scalars(trainer)
+
+
+def write_pending_train_scalars(trainer):
+    """Write the ``train/*`` scalars queued by ``report_train_step`` (reads the losses once)."""
+    pending = trainer.__dict__.get("_pending_train_scalars")
+    if not pending:
+        return
+    for losses in {id(p[2]): p[2] for p in pending}.values():
+        losses.settle()
+    for n_iter, lr, losses, updates in pending:
+        for name, count in updates.items():
+            trainer.write_scalar("train/" + name, losses.meters[name].history[count - 1], n_iter)
+        trainer.write_scalar("train/lr", lr, n_iter)
+    pending.clear()
 
 
 def _endless(loader):
@@ -581,6 +607,7 @@ class TrainerXU(SimpleTrainer):
             losses.update(loss_summary)
             report_train_step(self, losses, batch_time, data_time, progress)
             end = time.time()
+        write_pending_train_scalars(self)
 
     def parse_batch_train(self, batch_x, batch_u):
         input_x = batch_x["img"].to(self.device)

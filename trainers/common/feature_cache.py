@@ -1,4 +1,5 @@
-"""Frozen-encoder image features computed once per split, and loaders that iterate them.
+"""Frozen-encoder image features computed once per split, and loaders that iterate them (kept in
+memory for one run; ``eval_inputs.py`` keeps evaluation splits on disk for many runs).
 
 When the image encoder is frozen and a split's transform is deterministic (the test transform, or
 a training transform without augmentation), the features of that split are the same in every
@@ -8,7 +9,7 @@ epoch. Computing them once and iterating the cached features gives the numbers o
     cache = compute_image_features(encode, sequential_loader(cfg, items, transform), device)
     loader = feature_loader_like(image_loader, cache)  # same shuffling, batch size and drop_last
 
-A feature loader yields dicts with ``FEATURE_KEY`` ([B, D] float32), ``label``, ``domain`` and
+A feature loader yields dicts with ``FEATURE_KEY`` ([B, D], the encoder's dtype), ``label``, ``domain`` and
 ``index`` (the item's position in its data source, as in the image loader's batches), so a
 trainer's ``parse_batch_*`` can accept either kind of batch.
 
@@ -36,7 +37,7 @@ FEATURE_KEY = "image_features"
 class FeatureCache:
     """Features of one split; row r belongs to item ``indices[r]`` of the data source."""
 
-    features: torch.Tensor  # [N, D] float32, on the CPU
+    features: torch.Tensor  # [N, D] in the encoder's output dtype, on the CPU
     labels: torch.Tensor  # [N] int64
     domains: torch.Tensor  # [N] int64
     indices: torch.Tensor  # [N] int64, ascending (unreadable images skipped by the loader are absent)
@@ -67,7 +68,7 @@ def compute_image_features(encode, loader, device):
         for batch in loader:
             if batch is None:  # every image of the batch was unreadable (DATASET.SKIP_BAD_IMAGES)
                 continue
-            features.append(encode(batch["img"].to(device)).float().cpu())
+            features.append(encode(batch["img"].to(device)).cpu())  # its own dtype: cached = direct
             labels.append(batch["label"])
             domains.append(batch["domain"])
             indices.append(batch["index"])

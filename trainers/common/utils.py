@@ -1,19 +1,14 @@
-"""Small helpers every CLIP trainer uses."""
+"""Small helpers every CLIP trainer uses (precision modes: ``precision.py``, re-exported here)."""
 import torch
 
 from harness.console import log_only
+
+from .precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler  # noqa: F401
 
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
     "make_grad_scaler", "backward_and_step", "cross_entropy_step",
 ]
-
-PRECISIONS = ("fp16", "fp32", "amp")
-
-
-def check_prec(prec, key):
-    if prec not in PRECISIONS:
-        raise ValueError(f'{key} must be one of {PRECISIONS}, got "{prec}"')
 
 
 def freeze_except(module, trainable_substrings):
@@ -32,13 +27,6 @@ def report_trainable(module):
     return count
 
 
-def autocast_for(device, enabled=True):
-    """Mixed precision: fp16 autocast on CUDA, bf16 autocast on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
 @torch.no_grad()
 def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
     """L2-normalised text features [len(prompts), embed_dim] of fixed prompts (frozen CLIP)."""
@@ -49,13 +37,6 @@ def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
         f = layerwise.encode_text(clip_model, tokens)
         feats.append(f / f.norm(dim=-1, keepdim=True))
     return torch.cat(feats)
-
-
-def make_grad_scaler(prec, device):
-    """A GradScaler for ``amp`` on CUDA; None otherwise (bf16 autocast on CPU needs no scaling)."""
-    if prec == "amp" and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
 
 
 def backward_and_step(trainer, loss, scaler=None, names=None):
@@ -76,7 +57,8 @@ def cross_entropy_step(trainer, image, label):
     """One CoOp-family training step of ``trainer.model`` with plain cross-entropy.
 
     Forward under autocast when ``trainer.prec`` is amp, (scaled) backward and optimiser step, and
-    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary.
+    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary
+    (one-element tensors; reading them at every step would wait for the device).
     """
     import torch.nn.functional as F
 
@@ -86,7 +68,8 @@ def cross_entropy_step(trainer, image, label):
         output = trainer.model(image)
         loss = F.cross_entropy(output, label)
     backward_and_step(trainer, loss, trainer.scaler)
-    summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+    # Tensors: the engine's meters read them at the next log line, not at every step.
+    summary = {"loss": loss.detach(), "acc": compute_accuracy(output, label)[0]}
     if (trainer.batch_idx + 1) == trainer.num_batches:
         trainer.update_lr()
     return summary
