@@ -37,11 +37,13 @@ without the ``<cfg>`` level).
 Adding a trainer is one entry in ``METHODS``.
 """
 import argparse
+import functools
 import glob
 import os.path as osp
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from harness.run import RunError, run_state
@@ -192,27 +194,6 @@ def dataset_config_file(dataset):
 B2N_STEPS = {"train": "train_base", "test": "test_new", "test_base": "test_base"}
 
 
-def base2new_dir(step, dataset, shots, trainer, cfg, seed):
-    """``step``: ``train`` (on base classes), ``test`` (new classes) or ``test_base`` (eval-only, base)."""
-    return osp.join("base2new", B2N_STEPS[step], dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
-
-
-def xd_source_dir(trainer, cfg, shots, seed):
-    return osp.join(SOURCE_DATASET, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
-
-
-def xd_target_dir(trainer, cfg, shots, dataset, seed):
-    return osp.join("evaluation", trainer, f"{cfg}_{shots}shots", dataset, f"seed{seed}")
-
-
-def fewshot_dir(dataset, shots, trainer, cfg, seed):
-    return osp.join("few_shot", dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
-
-
-def zeroshot_dir(dataset, trainer, cfg, subsample):
-    return osp.join("zeroshot", dataset, trainer, f"{cfg}_{subsample}")
-
-
 @dataclass(frozen=True)
 class Place:
     """What a run folder's path says: ``protocol`` (``base2new``, ``transfer`` or ``few_shot``),
@@ -228,99 +209,144 @@ class Place:
     shots: int | None
 
 
-_SHOTS = re.compile(r"^shots_(\d+)$")
-_CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
+# What a ``{field}`` of a pattern may hold in one folder name (any other field: any text).
+_FIELD_REGEX = {"shots": r"\d+", "seed": r"\d+", "step": "|".join(B2N_STEPS.values())}
+_FIELD = re.compile(r"\{(\w+)\}")
 
 
-def _cfg_shots(name):
-    match = _CFG_SHOTS.match(name)
-    return (match.group(1), int(match.group(2))) if match else (name, None)
+@functools.lru_cache(maxsize=None)
+def _level_regex(level, fields=()):
+    """The regular expression of one level of a pattern, e.g. ``{cfg}_{shots}shots``."""
+    regexes = {**_FIELD_REGEX, **dict(fields)}
+    pieces = _FIELD.split(level)  # literal, field, literal, field, ..., literal
+    return re.compile("^" + "".join(re.escape(piece) if i % 2 == 0 else f"(?P<{piece}>{regexes.get(piece, '.+')})"
+                                    for i, piece in enumerate(pieces)) + "$")
 
 
-def _base2new_place(step, dataset, shots_folder, trainer, cfg):
-    match = _SHOTS.match(shots_folder)
-    if step not in B2N_STEPS.values() or not match:
-        return None
-    side = "new" if step == "test_new" else "base"
-    return Place("base2new", side, step != "train_base", dataset, trainer, cfg, int(match.group(1)))
+@dataclass(frozen=True)
+class Layout:
+    """One kind of run folder: ``pattern`` is its path below the output root with ``{field}``
+    placeholders (the last level is the run folder itself, ``seed{seed}`` for protocol runs).
+    ``path`` writes it; ``read`` parses the path of the folder above the run folder back into a
+    ``Place`` with ``place`` (None: a layout that is written, not read); ``fields``: narrower
+    regular expressions for some fields (a reference layout told apart by its config name)."""
+
+    pattern: str
+    place: Callable[[dict], Place] | None = None
+    fields: tuple = ()  # ((field, regex), ...)
+
+    def path(self, **values):
+        return osp.join(*self.pattern.format(**values).split("/"))
+
+    def read(self, parts):
+        levels = self.pattern.split("/")[:-1]
+        if self.place is None or len(parts) != len(levels):
+            return None
+        values = {}
+        for part, level in zip(parts, levels):
+            match = _level_regex(level, self.fields).match(part)
+            if not match:
+                return None
+            values.update(match.groupdict())
+        return self.place(values)
 
 
-def _read_base2new(parts):
-    """``base2new/<step>/<dataset>/shots_<K>/<Trainer>/<cfg>``"""
-    if len(parts) != 6 or parts[0] != "base2new":
-        return None
-    return _base2new_place(*parts[1:])
+def _base2new_place(values):
+    step = values["step"]
+    return Place("base2new", "new" if step == B2N_STEPS["test"] else "base", step != B2N_STEPS["train"],
+                 values["dataset"], values["trainer"], values.get("cfg"), int(values["shots"]))
 
 
-def _read_xd_source(parts):
-    """``imagenet/<Trainer>/<cfg>_<K>shots``"""
-    if len(parts) != 3 or parts[0] != SOURCE_DATASET:
-        return None
-    cfg, shots = _cfg_shots(parts[2])
-    return Place("transfer", "source", False, SOURCE_DATASET, parts[1], cfg, shots)
+def _xd_source_place(values):
+    return Place("transfer", "source", False, SOURCE_DATASET, values["trainer"], values["cfg"],
+                 int(values["shots"]) if "shots" in values else None)
 
 
-def _read_xd_target(parts):
-    """``evaluation/<Trainer>/<cfg>_<K>shots/<dataset>``"""
-    if len(parts) != 4 or parts[0] != "evaluation":
-        return None
-    cfg, shots = _cfg_shots(parts[2])
-    return Place("transfer", "target", True, parts[3], parts[1], cfg, shots)
+def _xd_target_place(values):
+    return replace(_xd_source_place(values), side="target", eval_only=True, dataset=values["dataset"])
 
 
-def _read_fewshot(parts):
-    """``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>`` (K = 0: a zero-shot evaluation)"""
-    if len(parts) != 5 or parts[0] != "few_shot":
-        return None
-    match = _SHOTS.match(parts[2])
-    if not match:
-        return None
-    shots = int(match.group(1))
-    return Place("few_shot", shots, shots == 0, parts[1], parts[3], parts[4], shots)
+def _fewshot_place(values):
+    shots = int(values["shots"])  # 0: a zero-shot evaluation
+    return Place("few_shot", shots, shots == 0, values["dataset"], values["trainer"], values["cfg"], shots)
 
 
-def _read_mma_base2new(parts):
-    """MMA's reference scripts (mma.md §13) write the base2new tree without the ``<cfg>`` level:
-    ``base2new/<step>/<dataset>/shots_<K>/<Trainer>`` (``cfg`` None)."""
-    if len(parts) != 5 or parts[0] != "base2new":
-        return None
-    return _base2new_place(*parts[1:], None)
-
-
-def _read_mmrl_cross_dataset(parts):
-    """MMRL's reference scripts (also MMRL++'s, mmrl.md §11) keep the cross-dataset runs in the base2new
-    tree: the ImageNet training in ``train_base/imagenet``, the evaluations in ``test_new/<target>``,
-    with the config ``vit_b16_cross_datasets``."""
-    place = _read_base2new(parts)
-    if place is None or place.trainer not in ("MMRL", "MMRLpp") or "cross_dataset" not in (place.cfg or ""):
-        return None
+def _mmrl_cross_dataset_place(values):
+    place = _base2new_place(values)
     return replace(place, protocol="transfer", side="target" if place.eval_only else "source")
 
 
-# How ``place_of`` reads a path: reference repositories' layouts that differ from ours, by name, then
-# ours (the ``*_dir`` functions above). A reference layout is tried first because it re-reads paths
-# that also fit one of ours.
+_B2N_PATTERN = "base2new/{step}/{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"
+
+# Where this project writes its runs (the planner, so the runner and the shell scripts) and reads
+# them back (``place_of``).
+LAYOUTS = {
+    "base2new": Layout(_B2N_PATTERN, _base2new_place),
+    "xd source": Layout(SOURCE_DATASET + "/{trainer}/{cfg}_{shots}shots/seed{seed}", _xd_source_place),
+    "xd target": Layout("evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}", _xd_target_place),
+    "few-shot": Layout("few_shot/{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}", _fewshot_place),
+    "zero-shot script": Layout("zeroshot/{dataset}/{trainer}/{cfg}_{subsample}"),
+}
+
+# The reference repositories' layouts that differ from ours, read back too. Tried before ours:
+# MMRL's re-reads folders that also fit our base2new layout.
 REFERENCE_LAYOUTS = {
-    "MMRL / MMRL++: cross-dataset runs in the base2new tree": _read_mmrl_cross_dataset,
-    "MMA: the base2new tree without the <cfg> level": _read_mma_base2new,
+    # MMRL's and MMRL++'s scripts (mmrl.md §11) keep the cross-dataset runs in the base2new tree: the
+    # ImageNet training in train_base/imagenet, the evaluations in test_new/<target>; their config
+    # (vit_b16_cross_datasets) tells them apart.
+    "MMRL: cross-dataset runs in the base2new tree": Layout(
+        _B2N_PATTERN, _mmrl_cross_dataset_place, fields=(("cfg", ".*cross_dataset.*"),)),
+    # MMA's scripts (mma.md §13) write the base2new tree without the <cfg> level (cfg None).
+    "MMA: base2new without the <cfg> level": Layout(
+        "base2new/{step}/{dataset}/shots_{shots}/{trainer}/seed{seed}", _base2new_place),
 }
-OUR_LAYOUTS = {
-    "base2new": _read_base2new,
-    "xd source": _read_xd_source,
-    "xd targets": _read_xd_target,
-    "few-shot": _read_fewshot,
+
+# Tried last: cross-dataset folders named without the shot count (``<cfg>``, not ``<cfg>_<K>shots``).
+UNNUMBERED_LAYOUTS = {
+    "xd source without the shot count": Layout(SOURCE_DATASET + "/{trainer}/{cfg}/seed{seed}", _xd_source_place),
+    "xd target without the shot count": Layout("evaluation/{trainer}/{cfg}/{dataset}/seed{seed}", _xd_target_place),
 }
+
+
+def base2new_dir(step, dataset, shots, trainer, cfg, seed):
+    """``step``: ``train`` (on base classes), ``test`` (new classes) or ``test_base`` (eval-only, base)."""
+    return LAYOUTS["base2new"].path(step=B2N_STEPS[step], dataset=dataset, shots=shots, trainer=trainer, cfg=cfg,
+                                    seed=seed)
+
+
+def xd_source_dir(trainer, cfg, shots, seed):
+    return LAYOUTS["xd source"].path(trainer=trainer, cfg=cfg, shots=shots, seed=seed)
+
+
+def xd_target_dir(trainer, cfg, shots, dataset, seed):
+    return LAYOUTS["xd target"].path(trainer=trainer, cfg=cfg, shots=shots, dataset=dataset, seed=seed)
+
+
+def fewshot_dir(dataset, shots, trainer, cfg, seed):
+    return LAYOUTS["few-shot"].path(dataset=dataset, shots=shots, trainer=trainer, cfg=cfg, seed=seed)
+
+
+def zeroshot_dir(dataset, trainer, cfg, subsample):
+    return LAYOUTS["zero-shot script"].path(dataset=dataset, trainer=trainer, cfg=cfg, subsample=subsample)
 
 
 def place_of(parts):
     """``Place`` of a run's parent folder given its path parts below the output root (the ``seed<S>``
     level excluded), or None when the path is in no known layout."""
     parts = tuple(parts)
-    for read in (*REFERENCE_LAYOUTS.values(), *OUR_LAYOUTS.values()):
-        place = read(parts)
+    for layout in (*REFERENCE_LAYOUTS.values(), *LAYOUTS.values(), *UNNUMBERED_LAYOUTS.values()):
+        place = layout.read(parts)
         if place is not None:
             return place
     return None
+
+
+def layout_description():
+    """Our read-back layouts as ``base2new/<step>/<dataset>/shots_<K>/...`` (for messages)."""
+    names = {"step": "{" + ",".join(B2N_STEPS.values()) + "}", "shots": "<K>", "trainer": "<Trainer>",
+             "seed": "<S>", "dataset": "<dataset>", "cfg": "<cfg>"}
+    patterns = [_FIELD.sub(lambda m: names[m.group(1)], layout.pattern) for layout in LAYOUTS.values() if layout.place]
+    return ", ".join(patterns[:-1]) + " or " + patterns[-1]
 
 
 _PLACE_PROTOCOL = {"base2new": "base2new", "transfer": "xd", "few_shot": "fewshot"}

@@ -6,7 +6,7 @@ from harness import protocols
 from harness.tables.logs import LOG_NAME
 from harness.tables.metrics import (INCOMPLETE_MARK, PROTOCOL_TITLES, Metric, Row, Table, average_metric,
                                     harmonic_mean, plural, seed_metric)
-from harness.tables.published import add_comparison, own_comparison
+from harness.tables.published import add_comparison
 from harness.tables.runs import sort_datasets
 
 SOURCE_DATASET = protocols.SOURCE_DATASET
@@ -173,16 +173,11 @@ def cell_problem_notes(group, cells):
     return notes
 
 
-def build_tables(groups, comparison=None, published=None):
-    """All tables for the collected groups, base-to-novel first.
-
-    ``comparison``: one method's published numbers for every table (``--compare``); ``published``
-    (the methods of ``load_published``) instead compares each trainer with its own (the summary).
-    """
+def build_tables(groups, comparison=None):
+    """All tables for the collected groups, base-to-novel first; ``comparison``: the published
+    numbers of ``--compare``."""
     tables = []
     for group in groups:
-        if published is not None:
-            comparison = own_comparison(published, group.key.trainer)
         if group.protocol == "base2new":
             tables.append(base2new_table(group, comparison))
         elif group.protocol == "few_shot":

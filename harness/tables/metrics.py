@@ -97,10 +97,6 @@ class Row:
     def metric(self, name):
         return next(metric for metric in self.metrics if metric.name == name)
 
-    def find(self, name):
-        """The metric called ``name``, or None when the row has none (another method's shot count)."""
-        return next((metric for metric in self.metrics if metric.name == name), None)
-
 
 @dataclass
 class Table:
@@ -115,9 +111,6 @@ class Table:
 
     def title(self):
         return f"{PROTOCOL_TITLES[self.protocol]} | {self.key.title(self.config)}"
-
-    def row(self, dataset):
-        return next((row for row in self.rows if row.dataset == dataset), None)
 
     @property
     def comparable(self):

@@ -130,15 +130,6 @@ def place_folder(root, folder):
     return place
 
 
-def layout_patterns():
-    """The run folders the tables read, as ``harness/protocols.py`` writes them (for messages)."""
-    names = dict(dataset="<dataset>", shots="<K>", trainer="<Trainer>", cfg="<cfg>", seed="<S>")
-    return [protocols.base2new_dir("train", **names).replace("train_base", "{train_base,test_new}"),
-            protocols.xd_source_dir(**{k: v for k, v in names.items() if k != "dataset"}),
-            protocols.xd_target_dir(**names),
-            protocols.fewshot_dir(**names)]
-
-
 def end_signals_for(eval_only, record=None):
     """Training logs end with ``Finish training``; eval-only logs with ``=> result``. The run record
     says which the run was; without one, the layout does."""
