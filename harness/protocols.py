@@ -2,8 +2,8 @@
 
 Used by ``scripts/benchmark.py`` (which expands a protocol into its runs), by the per-method shell
 scripts (through ``python -m harness.protocols command ...``, which prints a step's ``train.py``
-command line) and, for the layout, by ``parse_test_res.py --table``. Standard library only, so the
-shell scripts can call it cheaply.
+command line) and, for the layout, by the tables of ``parse_test_res.py --table`` (``harness/tables/``).
+Standard library only, so the shell scripts can call it cheaply.
 
 Protocols (``DATASET.NUM_SHOTS`` K, seeds 1 2 3 by convention):
 
@@ -30,9 +30,9 @@ few-shot                   ``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S
 zero-shot script           ``zeroshot/<dataset>/<Trainer>/<cfg>_<subsample>`` (``scripts/zsclip/zeroshot.sh``)
 =========================  ===========================================================================
 
-``place_of`` reads these paths back, and the reference repositories' layouts named in
-``REFERENCE_LAYOUTS`` (MMRL's cross-dataset runs inside the base2new tree, MMA's base2new tree
-without the ``<cfg>`` level).
+Each is one pattern in ``LAYOUTS``, which writes the paths (``base2new_dir`` ...) and reads them back
+(``place_of``), with the reference repositories' layouts named in ``REFERENCE_LAYOUTS`` (MMRL's
+cross-dataset runs inside the base2new tree, MMA's base2new tree without the ``<cfg>`` level).
 
 Adding a trainer is one entry in ``METHODS``.
 """
