@@ -349,7 +349,9 @@ def layout_description():
     return ", ".join(patterns[:-1]) + " or " + patterns[-1]
 
 
-_PLACE_PROTOCOL = {"base2new": "base2new", "transfer": "xd", "few_shot": "fewshot"}
+# ``Place.protocol`` of each protocol's runs, and back.
+PLACE_PROTOCOL = {"base2new": "base2new", "xd": "transfer", "fewshot": "few_shot"}
+_PROTOCOL_OF_PLACE = {place: protocol for protocol, place in PLACE_PROTOCOL.items()}
 
 
 def protocol_config(place):
@@ -359,7 +361,7 @@ def protocol_config(place):
     entry = METHODS.get(place.trainer)
     if entry is None or place.cfg is None:
         return place.cfg
-    step = entry.step(_PLACE_PROTOCOL[place.protocol])
+    step = entry.step(_PROTOCOL_OF_PLACE[place.protocol])
     shots = place.shots if place.protocol == "few_shot" else None
     dataset = SOURCE_DATASET if place.protocol == "transfer" else place.dataset  # evaluations: the model's config
     if place.cfg == step.cfg_for(dataset, shots):
@@ -370,7 +372,7 @@ def protocol_config(place):
 def protocol_description(trainer, protocol, cfg):
     """``Step.describe()`` when ``cfg`` is the protocol's main config of a known trainer, else ``cfg``."""
     entry = METHODS.get(trainer)
-    step = entry.step(_PLACE_PROTOCOL[protocol]) if entry else None
+    step = entry.step(_PROTOCOL_OF_PLACE[protocol]) if entry else None
     return step.describe() if step and cfg == step.cfg else cfg
 
 

@@ -34,8 +34,6 @@ from harness.runner import (  # noqa: E402
     LocalRunner, Progress, StatusFile, failure_list, job_states, local_slots, run_duration, status_entry, worker_main,
 )
 
-TABLE_PROTOCOLS = {"base2new": "base2new", "xd": "transfer", "fewshot": "few_shot"}
-
 
 class UsageError(Exception):
     """Bad input, reported as one ``error: ...`` line before any work starts."""
@@ -148,7 +146,7 @@ def print_tables(args, out=sys.stdout):
         comparison = tables.own_comparison(published, trainer)
         try:
             out.write(tables.table_report(args.output, compare=comparison.method if comparison else None,
-                                          trainers={trainer}, layouts={TABLE_PROTOCOLS[p] for p in args.protocol})
+                                          trainers={trainer}, layouts={protocols.PLACE_PROTOCOL[p] for p in args.protocol})
                       + "\n")
         except tables.ParseError as error:
             out.write(f"{trainer}: {error}\n")

@@ -15,9 +15,9 @@ CROSS_DATASET_TARGETS = protocols.XD_TARGETS
 DG_TARGETS = protocols.DG_TARGETS
 FEW_SHOT_DATASETS = protocols.B2N_DATASETS
 
-SIDE_NAMES = {
-    "base": "train_base",
-    "new": "test_new",
+SIDE_NAMES = {  # in the notes on missing runs
+    "base": protocols.B2N_STEPS["train"],
+    "new": protocols.B2N_STEPS["test"],
     "source": "source (ImageNet training)",
     "target": "evaluation",
 }
