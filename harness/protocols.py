@@ -276,15 +276,16 @@ def _mmrl_cross_dataset_place(values):
     return replace(place, protocol="transfer", side="target" if place.eval_only else "source")
 
 
-_B2N_PATTERN = "base2new/{step}/{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}"
+SEED_LEVEL = "seed{seed}"  # the run folder of every protocol layout
+_B2N_PATTERN = "base2new/{step}/{dataset}/shots_{shots}/{trainer}/{cfg}/" + SEED_LEVEL
 
 # Where this project writes its runs (the planner, so the runner and the shell scripts) and reads
 # them back (``place_of``).
 LAYOUTS = {
     "base2new": Layout(_B2N_PATTERN, _base2new_place),
-    "xd source": Layout(SOURCE_DATASET + "/{trainer}/{cfg}_{shots}shots/seed{seed}", _xd_source_place),
-    "xd target": Layout("evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/seed{seed}", _xd_target_place),
-    "few-shot": Layout("few_shot/{dataset}/shots_{shots}/{trainer}/{cfg}/seed{seed}", _fewshot_place),
+    "xd source": Layout(SOURCE_DATASET + "/{trainer}/{cfg}_{shots}shots/" + SEED_LEVEL, _xd_source_place),
+    "xd target": Layout("evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/" + SEED_LEVEL, _xd_target_place),
+    "few-shot": Layout("few_shot/{dataset}/shots_{shots}/{trainer}/{cfg}/" + SEED_LEVEL, _fewshot_place),
     "zero-shot script": Layout("zeroshot/{dataset}/{trainer}/{cfg}_{subsample}"),
 }
 
@@ -298,13 +299,13 @@ REFERENCE_LAYOUTS = {
         _B2N_PATTERN, _mmrl_cross_dataset_place, fields=(("cfg", ".*cross_dataset.*"),)),
     # MMA's scripts (mma.md §13) write the base2new tree without the <cfg> level (cfg None).
     "MMA: base2new without the <cfg> level": Layout(
-        "base2new/{step}/{dataset}/shots_{shots}/{trainer}/seed{seed}", _base2new_place),
+        "base2new/{step}/{dataset}/shots_{shots}/{trainer}/" + SEED_LEVEL, _base2new_place),
 }
 
 # Tried last: cross-dataset folders named without the shot count (``<cfg>``, not ``<cfg>_<K>shots``).
 UNNUMBERED_LAYOUTS = {
-    "xd source without the shot count": Layout(SOURCE_DATASET + "/{trainer}/{cfg}/seed{seed}", _xd_source_place),
-    "xd target without the shot count": Layout("evaluation/{trainer}/{cfg}/{dataset}/seed{seed}", _xd_target_place),
+    "xd source without the shot count": Layout(SOURCE_DATASET + "/{trainer}/{cfg}/" + SEED_LEVEL, _xd_source_place),
+    "xd target without the shot count": Layout("evaluation/{trainer}/{cfg}/{dataset}/" + SEED_LEVEL, _xd_target_place),
 }
 
 
@@ -328,6 +329,12 @@ def fewshot_dir(dataset, shots, trainer, cfg, seed):
 
 def zeroshot_dir(dataset, trainer, cfg, subsample):
     return LAYOUTS["zero-shot script"].path(dataset=dataset, trainer=trainer, cfg=cfg, subsample=subsample)
+
+
+def seed_of(folder_name):
+    """The seed of a run folder named ``seed<S>``, or None for another name."""
+    match = _level_regex(SEED_LEVEL).match(folder_name)
+    return int(match.group("seed")) if match else None
 
 
 def place_of(parts):

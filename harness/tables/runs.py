@@ -6,7 +6,6 @@ finished runs count (``finished.json``, see harness/run.py; or, for folders writ
 record, a log with its final result).
 """
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from harness.tables.logs import (LOG_NAME, TEST_END_SIGNALS, TRAIN_END_SIGNALS, 
                                  warn)
 
 CANONICAL_ORDER = protocols.B2N_DATASETS + protocols.DG_TARGETS
-SEED_FOLDER = re.compile(r"^seed(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -113,11 +111,10 @@ def find_run_folders(root):
     run_folders = {}
     for folder, subfolders, _ in os.walk(root):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        seeds = {int(match.group(1)): Path(folder, name)
-                 for name in subfolders if (match := SEED_FOLDER.match(name))}
+        seeds = {seed: Path(folder, name) for name in subfolders if (seed := protocols.seed_of(name)) is not None}
         if seeds:
             run_folders[Path(folder)] = seeds
-            subfolders[:] = [name for name in subfolders if not SEED_FOLDER.match(name)]
+            subfolders[:] = [name for name in subfolders if protocols.seed_of(name) is None]
     return run_folders
 
 
