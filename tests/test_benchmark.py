@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import parse_test_res as ptr
 from harness import protocols
 from harness.protocols import B2N_DATASETS, DG_TARGETS, FEWSHOT_SHOTS, METHODS, XD_TARGETS
 from harness.runner import Progress, StatusFile
+from harness.tables import build_tables, collect_groups
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BENCHMARK = osp.join(REPO, "scripts", "benchmark.py")
@@ -138,9 +138,9 @@ def test_layout_round_trip_scripts_runner_parser(tmp_path, trainer):
         # (the ImageNet source folder may hold either kind: zero-shot evaluates there; its record says which)
         assert place.eval_only == (job.kind == "test") or place.side == "source"
         write_finished_run(osp.join(output, job.id), job.kind, 50.0 + job.seed)
-    groups, ignored = ptr.collect_groups(output)
+    groups, ignored = collect_groups(output)
     assert ignored == []
-    tables = {table.protocol: table for table in ptr.build_tables(groups)}
+    tables = {table.protocol: table for table in build_tables(groups)}
     assert set(tables) == {"base2new", "cross_dataset", "few_shot"}  # eurosat is no DG target
     seeds = 1 if METHODS[trainer].eval_only else 2
     b2n = tables["base2new"]

@@ -20,10 +20,8 @@ import parse_test_res
 import toy
 import train
 from clip import layerwise, load, tokenize
-from dassl.engine import build_trainer
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import set_random_seed
-from helpers import read, run_train, script_runs
+from helpers import build_toy_trainer, read, run_train, script_runs
 from trainers.maple import MaPLeCLIP, MultiModalPromptLearner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -51,9 +49,7 @@ def maple_args(root, out, *opts, cfg=B2N_CFG, flags=()):
 
 
 def build(root, out, *opts, cfg=B2N_CFG):
-    cfg = train.setup_cfg(train.build_parser().parse_args(maple_args(root, out, *opts, cfg=cfg)))
-    set_random_seed(1)
-    return build_trainer(cfg)
+    return build_toy_trainer(maple_args(root, out, *opts, cfg=cfg), quiet=False)[0]
 
 
 def tiny_clip(seed=0):

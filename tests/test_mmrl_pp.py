@@ -462,11 +462,11 @@ def test_few_shot_script_runs_the_protocol(script_env):
 
 
 def test_published_numbers_for_compare():
-    import parse_test_res as ptr
+    from harness.tables import find_method, load_published
 
-    published = ptr.load_published()
-    assert ptr.find_method(published, "MMRLpp").method == "MMRLpp"  # not MMRL ("MMRL++" would normalise to it)
-    assert ptr.find_method(published, "MMRL").method == "MMRL"
-    repro = ptr.find_method(published, "mmrlpp-repro").numbers["base2new"]
+    published = load_published()
+    assert find_method(published, "MMRLpp").method == "MMRLpp"  # not MMRL ("MMRL++" would normalise to it)
+    assert find_method(published, "MMRL").method == "MMRL"
+    repro = find_method(published, "mmrlpp-repro").numbers["base2new"]
     assert repro["eurosat"] == {"base": 95.73, "new": 84.17, "hm": 89.58, "confidence": "S"}
     assert published["MMRLpp"]["base2new"]["average"]["unverified"] is True

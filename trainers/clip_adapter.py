@@ -22,10 +22,8 @@ from dassl.utils import load_pretrained_weights
 from .common.checkpoint import load_adapted_model
 from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.templates import class_prompts, template_for
-from .common.utils import (
-    PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
-    text_features_for_prompts,
-)
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.utils import cross_entropy_step, freeze_except, report_trainable, text_features_for_prompts
 
 MODEL_NAME = "clip_adapter"
 
@@ -62,18 +60,20 @@ class Adapter(nn.Module):
 
 
 class AdapterCLIP(nn.Module):
-    """Frozen CLIP, the visual adapter and the fixed text classifier; ``forward(images) -> logits [B, n_cls]``."""
+    """Frozen CLIP, the visual adapter and the fixed text classifier; ``forward(images) -> logits [B, n_cls]``.
 
-    def __init__(self, cfg, classnames, clip_model):
+    ``prompts``: one per class; ``ratio``: the adapter's weight in the blend; ``reduction``: the
+    bottleneck factor; ``cache_text_features`` False recomputes the classifier in every forward.
+    """
+
+    def __init__(self, clip_model, prompts, ratio=0.2, reduction=4, cache_text_features=True):
         super().__init__()
-        node = cfg.TRAINER.CLIP_ADAPTER
         self.clip_model = clip_model
         # c comes from the backbone (512 for ViT-B/16, 1024 for RN50); the reference hard-codes 1024.
-        self.adapter = Adapter(clip_model.visual.output_dim, node.REDUCTION)
-        self.ratio = node.RATIO
-        self.prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
-        print(f"Prompts (first of {len(self.prompts)}): {self.prompts[0]!r}")
-        self.cache_text_features = node.CACHE_TEXT_FEATURES
+        self.adapter = Adapter(clip_model.visual.output_dim, reduction)
+        self.ratio = ratio
+        self.prompts = prompts
+        self.cache_text_features = cache_text_features
         self._text_features = None
 
     def text_features(self):
@@ -109,15 +109,19 @@ class CLIP_Adapter(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        self.prec = cfg.TRAINER.CLIP_ADAPTER.PREC
-        classnames = self.dm.dataset.classnames
+        node = cfg.TRAINER.CLIP_ADAPTER
+        self.prec = run_precision(node.PREC, self.device, "CLIP-Adapter")
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)  # fp32
-        print("Building CLIP-Adapter")
-        self.model = AdapterCLIP(cfg, classnames, clip_model)
         if self.prec == "fp16":
-            self.model.half()
+            to_openai_fp16(clip_model)
+        print("Building CLIP-Adapter")
+        prompts = class_prompts(template_for(cfg.DATASET.NAME), self.dm.dataset.classnames)
+        print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
+        self.model = AdapterCLIP(clip_model, prompts, node.RATIO, node.REDUCTION, node.CACHE_TEXT_FEATURES)
+        if self.prec == "fp16":
+            self.model.adapter.half()  # trained in CLIP's dtype, as the CoOp family's fp16 mode does
         freeze_except(self.model, ["adapter"])
         report_trainable(self.model)
         if cfg.MODEL.INIT_WEIGHTS:

@@ -29,7 +29,7 @@ from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.eval_cache import TensorCache
-from .common.eval_inputs import install_image_cache
+from .common.eval_images import install_image_cache
 from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import cross_entropy_step, report_trainable
 

@@ -23,7 +23,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
-from .common.eval_inputs import install_image_cache
+from .common.eval_images import install_image_cache
 from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
 from .common.utils import cross_entropy_step, freeze_except, report_trainable
 

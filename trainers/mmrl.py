@@ -32,7 +32,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights, refuse_marked_checkpoints
 from .common.eval_cache import TensorCache
-from .common.eval_inputs import install_image_cache
+from .common.eval_images import install_image_cache
 from .common.templates import class_prompts, template_for
 from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
@@ -69,7 +69,8 @@ TASKS = ("B2N", "CD", "FS")
 # ---------------------------------------------------------------------------------------------
 
 def add_config(cfg):
-    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values).
+    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values), and the
+    reference's top-level ``TASK`` (B2N, CD or FS; read by MMRL and MMRL++, set by the scripts).
 
     λ and d_r come from per-dataset tables that are config nodes, so a YAML or the command line edits
     them (``TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars 5.0``; datasets may be added). Order, as in
@@ -77,6 +78,7 @@ def add_config(cfg):
     without an entry) < the dataset's entry < ``REG_WEIGHT``/``REP_DIM`` on the command line. The
     run's config and log show the values used.
     """
+    cfg.TASK = "B2N"
     node = cfg.TRAINER.MMRL = CN()
     node.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
     node.REG_WEIGHT = 1.0  # λ of both cosine regularisers (a YAML's value: datasets without a table entry)
