@@ -27,15 +27,14 @@ from yacs.config import CfgNode as CN
 
 from clip import layerwise, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights, refuse_marked_checkpoints
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.templates import class_prompts, template_for
 from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip, make_grad_scaler
-from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
+from .common.templates import class_prompts, template_for
+from .common.utils import backward_and_step, finish_step, report_trainable, text_features_for_prompts
 
 __all__ = [
     "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
@@ -413,12 +412,7 @@ class MMRL(TrainerX):
                             out.zero_shot_image_features, out.text_features, self.zero_shot_text_features,
                             self.alpha, self.reg_weight)
         backward_and_step(self, loss, self.scaler)
-        logits = fused_logits(out.class_logits, out.rep_logits, self.alpha)
-        # Tensors: the engine's meters read them at the next log line, not at every step.
-        summary = {"loss": loss.detach(), "acc": compute_accuracy(logits, labels)[0]}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return finish_step(self, loss, fused_logits(out.class_logits, out.rep_logits, self.alpha), labels)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)

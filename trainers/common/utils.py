@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from harness.console import log_only
 
-from .precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler  # noqa: F401
+from .precision import autocast_for, check_prec, make_grad_scaler  # noqa: F401 (re-exported)
 
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
