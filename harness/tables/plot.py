@@ -24,6 +24,7 @@ DPI = 100
 BAR_GROUP_WIDTH = 0.8  # of the space of one dataset
 PUBLISHED_LABEL = "published (paper)"
 HATCH_LABEL = "hatched: not all seeds / datasets"
+HOLLOW_LABEL = "hollow: not all seeds / datasets"
 
 
 def import_pyplot():
@@ -70,7 +71,7 @@ def figure_paths(path, suffixes):
     return [path.with_name(f"{path.stem}_{suffix}{path.suffix}") for suffix in suffixes]
 
 
-def plot_summaries(summaries, path, stream=sys.stderr):
+def plot_summaries(summaries, path, stream=None):
     """Write the comparison figures; print ``wrote <path>`` per file; return the paths."""
     if not summaries:
         raise ParseError("--plot: no results to plot")
@@ -84,7 +85,7 @@ def plot_summaries(summaries, path, stream=sys.stderr):
             raise ParseError(f"--plot: cannot write {out}: {error}") from error
         finally:
             pyplot.close(figure)
-        print(f"wrote {out}", file=stream)
+        print(f"wrote {out}", file=stream or sys.stderr)
     return paths
 
 
@@ -159,6 +160,10 @@ def fewshot_figure(pyplot, summaries):
                 axis.errorbar([shot for shot, _ in points], [metric.mean for _, metric in points],
                               yerr=[value_of(metric, "std") for _, metric in points], marker="o", markersize=3,
                               capsize=2, linewidth=1, color=f"C{index % 10}", label=label)
+                partial = [(shot, metric.mean) for shot, metric in points if not metric.complete]
+                if partial:
+                    axis.scatter(*zip(*partial), s=14, zorder=3, facecolors="white", edgecolors=f"C{index % 10}",
+                                 label=HOLLOW_LABEL)
         axis.set_xscale("log", base=2)
         axis.set_xticks(shots)
         axis.set_xticklabels([str(count) for count in shots])
