@@ -56,6 +56,7 @@ def test_base2new_summary_text(tmp_path, capsys):
     assert any(note.startswith(f"* {COOP}: Average over 1 of 11 datasets (incomplete: dtd; not run: imagenet")
                for note in notes)
     assert any(note.startswith(f"* {MMA}: Average over 2 of 11 datasets (not run: imagenet") for note in notes)
+    assert f"the averages cover different datasets ({COOP}: 1, {MMA}: 2): compare them with care" in notes
     assert notes[-1].startswith(f"incomplete or not run: {COOP} (1 of 4 cells)")
 
 

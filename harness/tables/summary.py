@@ -143,7 +143,7 @@ def averaged_rows(method):
 
 def coverage_notes(summary):
     """Which datasets each method's incomplete Average leaves out; which methods have incomplete cells."""
-    notes, incomplete = [], []
+    notes, incomplete, covered = [], [], {}
     for method in summary.methods:
         rows = averaged_rows(method)
         required = ("base", "new") if summary.protocol == "base2new" else ("acc",)
@@ -151,6 +151,7 @@ def coverage_notes(summary):
                     if all(method.metric(row.dataset, name).complete for name in required)]
         if summary.protocol == "few_shot":  # only the datasets run at some shot count are rows
             rows = [row for row in rows if row.dataset in summary.datasets]
+        covered[method.label] = {row.dataset for row in included}
         for note in average_notes(None, included, CANONICAL_DATASETS[summary.protocol], rows):
             notes.append(f"{INCOMPLETE_MARK} {method.label}: {note[len(INCOMPLETE_MARK) + 1:]}")
         cells = [method.metric(dataset, name) for dataset in summary.datasets[:-1]
@@ -158,6 +159,9 @@ def coverage_notes(summary):
         missing = sum(1 for metric in cells if metric is None or not metric.complete)
         if missing:
             incomplete.append(f"{method.label} ({missing} of {plural(len(cells), 'cell')})")
+    if len({frozenset(datasets) for datasets in covered.values()}) > 1:
+        notes.append("the averages cover different datasets (" + ", ".join(
+            f"{label}: {len(datasets)}" for label, datasets in covered.items()) + "): compare them with care")
     if incomplete:
         notes.append(f"incomplete or not run: {', '.join(incomplete)}; the per-trainer tables (without "
                      "--summary) list the unfinished and missing runs")
