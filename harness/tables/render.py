@@ -155,16 +155,19 @@ CSV_COLUMNS = (
 )
 
 
+def csv_text(columns, records):
+    """CSV with a header line, one line per record (a dict of the columns)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
 def render_csv(tables, comparison=None):
     """One CSV line per (table, dataset, metric); numbers rounded to 2 decimals."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for table in tables:
-        for row in table.rows:
-            for metric in row.metrics:
-                writer.writerow(csv_record(table, row, metric, comparison if table.comparable else None))
-    return buffer.getvalue()
+    return csv_text(CSV_COLUMNS, (csv_record(table, row, metric, comparison if table.comparable else None)
+                                  for table in tables for row in table.rows for metric in row.metrics))
 
 
 def csv_record(table, row, metric, comparison):
@@ -273,20 +276,12 @@ SUMMARY_CSV_COLUMNS = ("protocol", "shots", "dataset", "method", "trainer", "con
 
 def render_summary_csv(summaries):
     """Tidy long format: one line per (protocol, shots, dataset, method, metric)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for summary in summaries:
-        for dataset in summary.datasets:
-            for method in summary.methods:
-                for name in summary.metric_names:
-                    metric = method.metric(dataset, name)
-                    if metric is None:
-                        continue
-                    writer.writerow({"protocol": summary.protocol, "shots": "" if summary.shots is None else summary.shots,
-                                     "dataset": dataset, "method": method.label, "trainer": method.trainer,
-                                     "config": method.config, "metric": name, **metric_fields(metric)})
-    return buffer.getvalue()
+    return csv_text(SUMMARY_CSV_COLUMNS, (
+        {"protocol": summary.protocol, "shots": "" if summary.shots is None else summary.shots, "dataset": dataset,
+         "method": method.label, "trainer": method.trainer, "config": method.config, "metric": name,
+         **metric_fields(metric)}
+        for summary in summaries for dataset in summary.datasets for method in summary.methods
+        for name in summary.metric_names if (metric := method.metric(dataset, name)) is not None))
 
 
 def render_summaries(summaries, fmt="text", show_std=False):
