@@ -35,11 +35,11 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import find_reference_file, load_adapted_model, load_init_weights, load_reference_weights
-from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.early_stopping import EarlyStopping
+from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, cache_epoch_features
-from .common.templates import class_prompts, template_for
 from .common.precision import PRECISIONS, autocast_for, check_prec, run_precision, to_openai_fp16
+from .common.templates import class_prompts, template_for
 from .common.utils import finish_step, report_trainable, text_features_for_prompts
 
 __all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter",

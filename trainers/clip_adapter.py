@@ -15,15 +15,16 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
-from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
-from .common.templates import class_prompts, template_for
+from .common.eval_inputs import clip_image_features, install_clip_feature_cache
 from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
-from .common.utils import cross_entropy_step, freeze_except, report_trainable, text_features_for_prompts
+from .common.templates import class_prompts, template_for
+from .common.trainer import CrossEntropyTrainer
+from .common.utils import freeze_except, report_trainable, text_features_for_prompts
 
 MODEL_NAME = "clip_adapter"
 
@@ -101,7 +102,7 @@ class AdapterCLIP(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class CLIP_Adapter(TrainerX):
+class CLIP_Adapter(CrossEntropyTrainer):
     """CLIP-Adapter: trains the visual adapter with cross-entropy (clip_adapter.md §4)."""
 
     def check_cfg(self, cfg):
@@ -133,16 +134,6 @@ class CLIP_Adapter(TrainerX):
         self.register_model(MODEL_NAME, self.model.adapter, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
         install_clip_feature_cache(self, clip_model)
-
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def parse_batch_test(self, batch):
-        return eval_batch(batch, self.device)
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         """``<dir>/clip_adapter/model.pth.tar-<epoch>``; the adapter does not depend on the class list.

@@ -25,14 +25,15 @@ from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu, model_dtype, tokenize
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import EvalCache
-from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
+from .common.eval_inputs import clip_image_features, install_clip_feature_cache
 from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
-from .common.utils import cross_entropy_step, report_trainable
+from .common.trainer import CrossEntropyTrainer
+from .common.utils import report_trainable
 
 __all__ = [
     "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
@@ -260,7 +261,7 @@ def load_prompt_learner(trainer, directory, epoch=None):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(TrainerX):
+class CoOp(CrossEntropyTrainer):
     """CoOp: trains the context with cross-entropy; CLIP stays frozen (coop.md §4-§6)."""
 
     def check_cfg(self, cfg):
@@ -281,16 +282,6 @@ class CoOp(TrainerX):
                                 node.CLASS_TOKEN_POSITION)
         self.model = CoOpCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.CACHE_EVAL_TEXT)
         setup_prompt_learner(self, learner)
-
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def parse_batch_test(self, batch):
-        return eval_batch(batch, self.device)
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         load_prompt_learner(self, directory, epoch)
