@@ -15,17 +15,23 @@ finite percentages in [0, 100] are rejected with a warning naming the file.
 
 Table mode (a project addition)::
 
-    python parse_test_res.py ROOT --table [--format text|markdown|csv] [--std]
+    python parse_test_res.py ROOT --table [--summary] [--format text|markdown|csv] [--std]
                                           [--compare METHOD] [--plot FILE.png]
 
 walks ROOT for the output layout of harness/protocols.py and prints (harness/tables/), per trainer /
 config / shots: base-to-novel Base, New and HM per dataset with an Average row; cross-dataset transfer
 (ImageNet source, 10 targets, target average); domain generalisation (source, 4 ImageNet
 variants, target average); few-shot accuracy per shot count and dataset with the 11-dataset
-average (``--plot`` draws it as a curve per dataset). A method's per-dataset configs (e.g. its
+average. A method's per-dataset configs (e.g. its
 ImageNet config) are reported in the table of its main config. Only finished runs count
 (``finished.json``, see harness/run.py; or, for folders written without a run record, a log with
 its final result); unfinished, stale or missing runs are marked ``--`` and listed.
+
+``--summary`` puts the methods side by side instead: one table per protocol (few-shot: per shot
+count), rows = datasets and the average, a column group per trainer / config. ``--plot FILE.png``
+writes one comparison figure per protocol (bars with error bars over seeds, published numbers as
+markers; few-shot: accuracy against shots), to FILE, or with several protocols to
+``FILE_<protocol>.png``, and prints ``wrote <path>`` for each.
 """
 
 import argparse
@@ -140,7 +146,7 @@ def run_upstream_mode(args):
 
 def run_table_mode(args):
     sys.stdout.write(tables.table_report(args.directory, args.format, args.std, args.compare,
-                                         args.keyword, args.published, args.plot))
+                                         args.keyword, args.published, args.plot, summary=args.summary))
 
 
 # ---------------------------------------------------------------------------
@@ -158,11 +164,14 @@ def build_parser():
     parser.add_argument("--no-parse-file", action="store_true", help=f"do not write DIRECTORY/{PARSE_FILE_NAME}")
     table = parser.add_argument_group("table mode")
     table.add_argument("--table", action="store_true", help="walk DIRECTORY for the standard layouts")
+    table.add_argument("--summary", action="store_true",
+                       help="one table per protocol with the methods side by side (rows: datasets)")
     table.add_argument("--format", choices=("text", "markdown", "csv"), default="text")
     table.add_argument("--std", action="store_true", help="show ± population std over seeds")
     table.add_argument("--compare", metavar="METHOD", help="add published numbers and ours - published")
     table.add_argument("--plot", metavar="FILE.png",
-                       help="base-to-novel bars and few-shot curves (needs matplotlib)")
+                       help="one comparison figure per protocol (FILE_<protocol>.png when several; "
+                            "needs matplotlib)")
     table.add_argument("--published", default=str(tables.PUBLISHED_FILE), help="published-numbers JSON file")
     return parser
 
@@ -174,8 +183,11 @@ def check_mode_options(parser, args):
                                          ("--multi-exp", args.multi_exp)) if used]
         if wrong:
             parser.error(f"{', '.join(wrong)} cannot be used with --table")
+        if args.summary and args.compare:
+            parser.error("--compare cannot be used with --summary (use it on the per-trainer tables)")
     else:
-        used = [name for name, value in (("--format", args.format != "text"), ("--std", args.std),
+        used = [name for name, value in (("--summary", args.summary), ("--format", args.format != "text"),
+                                         ("--std", args.std),
                                          ("--compare", args.compare), ("--plot", args.plot)) if value]
         if used:
             parser.error(f"{', '.join(used)} requires --table")

@@ -9,6 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -240,12 +241,14 @@ def test_base2new_table_numbers(tmp_path, capsys, config):
 def test_base2new_text_layout(tmp_path, capsys):
     write_base2new(tmp_path, "oxford_pets", ["95.4", "95.5", "95.3"], ["98.1", "98.0", "98.2"])
     _, out, _ = run([tmp_path, "--table"], capsys)
-    assert out.splitlines()[:6] == [
+    assert out.splitlines()[:7] == [
         f"Base-to-novel | {TRAINER} | vit_b16_ep5 | 16 shots",
         "Dataset       Base  n    New  n     HM",
         "-----------  -----  -  -----  -  -----",
         "oxford_pets  95.40  3  98.10  3  96.73",
         "Average*     95.40     98.10     96.73",
+        "n: seeds averaged for the number on its left (k/N: only k of the N seeds found finished); "
+        "HM = 2·Base·New / (Base + New)",
         "* Average over 1 of 11 datasets (not run: imagenet, caltech101, stanford_cars, oxford_flowers, "
         "food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101)",
     ]
@@ -402,6 +405,7 @@ def test_round_half_up_matches_paper_rounding():
     assert str(round_half_up(66.605)) == "66.61"
     assert str(round_half_up(60.474999999999994)) == "60.48"
     assert str(round_half_up(83.20363636363636)) == "83.20"
+    assert str(round_half_up(np.float64(66.605))) == "66.61"  # numpy means too (their repr is not a number)
     assert harmonic_mean(85.68, 77.16) == pytest.approx(81.1971, abs=1e-4)
 
 

@@ -30,7 +30,7 @@ def harmonic_mean(base, new):
 
 def round_half_up(value, places=2):
     """Round as paper tables do (66.605 -> 66.61), ignoring binary floating-point noise."""
-    exact = Decimal(repr(round(value, 9)))
+    exact = Decimal(repr(round(float(value), 9)))  # float(): a numpy float64 repr is not a number
     return exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
