@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import signal
 import sys
 import time
@@ -126,7 +127,7 @@ def setup_cfg(args, notes=None):
         if path:
             merge_yaml(cfg, path, what, args.trainer)
     reset_cfg(cfg, args)
-    _task_from_opts(cfg, args.opts)
+    _opts_for_tables(cfg, args.opts)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # e.g. MMRL's per-dataset settings: shown with the header
         apply_dataset_overrides(cfg)
@@ -149,11 +150,17 @@ def setup_cfg(args, notes=None):
     return cfg
 
 
-def _task_from_opts(cfg, opts):
-    """A ``TASK`` given in the overrides counts already for the per-dataset tables (MMRL++'s depend on it)."""
+def _opts_for_tables(cfg, opts):
+    """Overrides the per-dataset step reads count already for it: ``TASK`` (MMRL++'s tables depend on
+    it) and edits of a table entry, ``TRAINER.<NODE>.DATASET_<KEY>.<dataset>`` (MMRL's tables)."""
     for key, value in zip(opts[0::2], opts[1::2]):
         if key == "TASK":
             cfg.TASK = value
+        elif re.fullmatch(r"TRAINER\.\w+\.DATASET_\w+\.\w+", key):
+            try:
+                cfg.merge_from_list([key, value])
+            except (AssertionError, ValueError):
+                pass  # reported with the other overrides, by the full merge
 
 
 def _check_names(cfg):

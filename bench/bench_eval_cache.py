@@ -3,7 +3,7 @@
     python bench/bench_eval_cache.py [--trainers ZeroshotCLIP MultiModalAdapter ...] [--classes 50]
         [--per-class 2] [--workers 0] [--size 500x375] [--loader-only] [KEY VALUE ...]
 
-A toy dataset with ``--classes`` classes and ``--per-class`` test images each (JPEGs of ``--size``
+A generated dataset (bench/benchlib.py) with ``--classes`` classes and ``--per-class`` test images each (JPEGs of ``--size``
 pixels with texture, so decoding and resizing cost what they cost on photos) is written to a
 temporary folder, with a fresh, empty cache folder. For each trainer (fp32, test batch 100):
 
@@ -26,17 +26,13 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+HERE = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__":
+    sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-import toy  # noqa: E402
-import train  # noqa: E402
-from dassl.engine import build_trainer  # noqa: E402
-from dassl.utils import set_random_seed  # noqa: E402
+import benchlib  # noqa: E402
 from harness.disk_cache import ENV_VAR  # noqa: E402
 from trainers.common.eval_inputs import weights_digest  # noqa: E402
 
@@ -53,30 +49,11 @@ CONFIGS = {
 OFF = ["EVAL_CACHE.FEATURES", "False", "EVAL_CACHE.IMAGES", "False"]
 
 
-def write_photos(root, classes, per_class, size):
-    """The toy dataset (tests/toy.py) with textured JPEGs of ``size`` (w, h); its test half is returned."""
-    toy.make_toy_root(root, per_class=2 * per_class, num_classes=classes)
-    rng = np.random.default_rng(0)
-    w, h = size
-    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
-    for folder, _, files in os.walk(os.path.join(root, "toy")):
-        for name in files:
-            base = rng.integers(0, 256, 3).astype(np.float32)
-            noise = rng.normal(0, 25, (h, w, 3)).astype(np.float32)
-            pixels = np.clip(0.5 * base + 0.5 * ramp + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(os.path.join(folder, name), format="JPEG", quality=90)
-
-
 def make_trainer(name, root, out, workers, extra):
     config, prec = CONFIGS[name]
-    args = train.build_parser().parse_args(
-        ["--root", root, "--trainer", name, "--output-dir", out, "--seed", "1",
-         "--config-file", os.path.join(REPO, "configs", "trainers", f"{config}.yaml"),
-         "DATASET.NAME", "ToyColours", "DATALOADER.NUM_WORKERS", str(workers), "DATALOADER.TEST.BATCH_SIZE", "100",
-         "MODEL.BACKBONE.NAME", "ViT-B/16", "MODEL.BACKBONE.WEIGHTS", "random", *prec, *extra])
-    cfg = train.setup_cfg(args)
-    set_random_seed(1)
-    return build_trainer(cfg)
+    config_file = os.path.join(os.path.dirname(HERE), "configs", "trainers", f"{config}.yaml")
+    return benchlib.build(name, config_file, root, out, opts=["SEED", "1", "DATALOADER.TEST.BATCH_SIZE", "100", *prec,
+                                                               *extra], workers=workers)
 
 
 def timed(fn):
@@ -128,7 +105,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench-eval-cache-")
     os.environ[ENV_VAR] = os.path.join(work, "cache")
     root = os.path.join(work, "data")
-    write_photos(root, a.classes, a.per_class, tuple(int(v) for v in a.size.split("x")))
+    benchlib.write_images(root, a.classes, 1, a.per_class, tuple(int(v) for v in a.size.split("x")))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"# {device}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
           f"(cores {os.cpu_count()}), {a.classes * a.per_class} test images of {a.size}", flush=True)

@@ -2,8 +2,8 @@
 
 Used by ``scripts/benchmark.py`` (which expands a protocol into its runs), by the per-method shell
 scripts (through ``python -m harness.protocols command ...``, which prints a step's ``train.py``
-command line) and, for the layout, by ``parse_test_res.py --table``. Standard library only, so the
-shell scripts can call it cheaply.
+command line) and, for the layout, by the tables of ``parse_test_res.py --table`` (``harness/tables/``).
+Standard library only, so the shell scripts can call it cheaply.
 
 Protocols (``DATASET.NUM_SHOTS`` K, seeds 1 2 3 by convention):
 
@@ -30,18 +30,21 @@ few-shot                   ``few_shot/<dataset>/shots_<K>/<Trainer>/<cfg>/seed<S
 zero-shot script           ``zeroshot/<dataset>/<Trainer>/<cfg>_<subsample>`` (``scripts/zsclip/zeroshot.sh``)
 =========================  ===========================================================================
 
-``place_of`` reads these paths back (and two reference layouts: MMA's without the ``<cfg>`` level,
-MMRL's cross-dataset runs inside the base2new tree).
+Each is one pattern in ``LAYOUTS``, which writes the paths (``base2new_dir`` ...) and reads them back
+(``place_of``), with the reference repositories' layouts named in ``REFERENCE_LAYOUTS`` (MMRL's
+cross-dataset runs inside the base2new tree, MMA's base2new tree without the ``<cfg>`` level).
 
 Adding a trainer is one entry in ``METHODS``.
 """
 import argparse
+import functools
 import glob
 import os.path as osp
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from harness.run import RunError, run_state
 
@@ -123,8 +126,6 @@ _COOP_FEWSHOT = Step("vit_b16", imagenet="vit_b16_ep50",
                      by_shots={1: "vit_b16_ep50", 2: "vit_b16_ep100", 4: "vit_b16_ep100", 8: "vit_b16", 16: "vit_b16"})
 
 
-_MMRL_XD = ("TASK", "CD", "TRAINER.MMRL.REG_WEIGHT", "0.2")
-
 # Methods without a few-shot protocol of their own (MMA, the attention adapter, CoCoOp, MaPLe) use
 # their base-to-novel config on all classes; their ImageNet config where they have one.
 METHODS = {
@@ -143,8 +144,8 @@ METHODS = {
     "AttnMMAdapter": Method(**_same("vit_b16_paper"), published="AttnMMAdapter"),
     "MMRL": Method(
         base2new=Step("vit_b16", imagenet="vit_b16_imagenet", opts=("TASK", "B2N")),
-        # REP_DIM 512 for the evaluations: EuroSAT's per-dataset 2048 could not load the ImageNet weights.
-        xd=Step("vit_b16_cross_datasets", opts=_MMRL_XD, test_opts=("TRAINER.MMRL.REP_DIM", "512")),
+        # λ 0.2 on ImageNet and d_r 512 on every target: table entries of the cross-dataset YAML.
+        xd=Step("vit_b16_cross_datasets", opts=("TASK", "CD")),
         fewshot=Step("vit_b16_few_shot", imagenet="vit_b16_imagenet", opts=("TASK", "FS")),
         published="MMRL"),
     "MMRLpp": Method(
@@ -191,27 +192,6 @@ def dataset_config_file(dataset):
 B2N_STEPS = {"train": "train_base", "test": "test_new", "test_base": "test_base"}
 
 
-def base2new_dir(step, dataset, shots, trainer, cfg, seed):
-    """``step``: ``train`` (on base classes), ``test`` (new classes) or ``test_base`` (eval-only, base)."""
-    return osp.join("base2new", B2N_STEPS[step], dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
-
-
-def xd_source_dir(trainer, cfg, shots, seed):
-    return osp.join(SOURCE_DATASET, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
-
-
-def xd_target_dir(trainer, cfg, shots, dataset, seed):
-    return osp.join("evaluation", trainer, f"{cfg}_{shots}shots", dataset, f"seed{seed}")
-
-
-def fewshot_dir(dataset, shots, trainer, cfg, seed):
-    return osp.join("few_shot", dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
-
-
-def zeroshot_dir(dataset, trainer, cfg, subsample):
-    return osp.join("zeroshot", dataset, trainer, f"{cfg}_{subsample}")
-
-
 @dataclass(frozen=True)
 class Place:
     """What a run folder's path says: ``protocol`` (``base2new``, ``transfer`` or ``few_shot``),
@@ -227,47 +207,156 @@ class Place:
     shots: int | None
 
 
-_SHOTS = re.compile(r"^shots_(\d+)$")
-_CFG_SHOTS = re.compile(r"^(.+)_(\d+)shots$")
+# What a ``{field}`` of a pattern may hold in one folder name (any other field: any text).
+_FIELD_REGEX = {"shots": r"\d+", "seed": r"\d+", "step": "|".join(B2N_STEPS.values())}
+_FIELD = re.compile(r"\{(\w+)\}")
 
 
-def _cfg_shots(name):
-    match = _CFG_SHOTS.match(name)
-    return (match.group(1), int(match.group(2))) if match else (name, None)
+@functools.lru_cache(maxsize=None)
+def _level_regex(level, fields=()):
+    """The regular expression of one level of a pattern, e.g. ``{cfg}_{shots}shots``."""
+    regexes = {**_FIELD_REGEX, **dict(fields)}
+    pieces = _FIELD.split(level)  # literal, field, literal, field, ..., literal
+    return re.compile("^" + "".join(re.escape(piece) if i % 2 == 0 else f"(?P<{piece}>{regexes.get(piece, '.+')})"
+                                    for i, piece in enumerate(pieces)) + "$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One kind of run folder: ``pattern`` is its path below the output root with ``{field}``
+    placeholders (the last level is the run folder itself, ``seed{seed}`` for protocol runs).
+    ``path`` writes it; ``read`` parses the path of the folder above the run folder back into a
+    ``Place`` with ``place`` (None: a layout that is written, not read); ``fields``: narrower
+    regular expressions for some fields (a reference layout told apart by its config name)."""
+
+    pattern: str
+    place: Callable[[dict], Place] | None = None
+    fields: tuple = ()  # ((field, regex), ...)
+
+    def path(self, **values):
+        return osp.join(*self.pattern.format(**values).split("/"))
+
+    def read(self, parts):
+        levels = self.pattern.split("/")[:-1]
+        if self.place is None or len(parts) != len(levels):
+            return None
+        values = {}
+        for part, level in zip(parts, levels):
+            match = _level_regex(level, self.fields).match(part)
+            if not match:
+                return None
+            values.update(match.groupdict())
+        return self.place(values)
+
+
+def _base2new_place(values):
+    step = values["step"]
+    return Place("base2new", "new" if step == B2N_STEPS["test"] else "base", step != B2N_STEPS["train"],
+                 values["dataset"], values["trainer"], values.get("cfg"), int(values["shots"]))
+
+
+def _xd_source_place(values):
+    return Place("transfer", "source", False, SOURCE_DATASET, values["trainer"], values["cfg"],
+                 int(values["shots"]) if "shots" in values else None)
+
+
+def _xd_target_place(values):
+    return replace(_xd_source_place(values), side="target", eval_only=True, dataset=values["dataset"])
+
+
+def _fewshot_place(values):
+    shots = int(values["shots"])  # 0: a zero-shot evaluation
+    return Place("few_shot", shots, shots == 0, values["dataset"], values["trainer"], values["cfg"], shots)
+
+
+def _mmrl_cross_dataset_place(values):
+    place = _base2new_place(values)
+    return replace(place, protocol="transfer", side="target" if place.eval_only else "source")
+
+
+SEED_LEVEL = "seed{seed}"  # the run folder of every protocol layout
+_B2N_PATTERN = "base2new/{step}/{dataset}/shots_{shots}/{trainer}/{cfg}/" + SEED_LEVEL
+
+# Where this project writes its runs (the planner, so the runner and the shell scripts) and reads
+# them back (``place_of``).
+LAYOUTS = {
+    "base2new": Layout(_B2N_PATTERN, _base2new_place),
+    "xd source": Layout(SOURCE_DATASET + "/{trainer}/{cfg}_{shots}shots/" + SEED_LEVEL, _xd_source_place),
+    "xd target": Layout("evaluation/{trainer}/{cfg}_{shots}shots/{dataset}/" + SEED_LEVEL, _xd_target_place),
+    "few-shot": Layout("few_shot/{dataset}/shots_{shots}/{trainer}/{cfg}/" + SEED_LEVEL, _fewshot_place),
+    "zero-shot script": Layout("zeroshot/{dataset}/{trainer}/{cfg}_{subsample}"),
+}
+
+# The reference repositories' layouts that differ from ours, read back too. Tried before ours:
+# MMRL's re-reads folders that also fit our base2new layout.
+REFERENCE_LAYOUTS = {
+    # MMRL's and MMRL++'s scripts (mmrl.md §11) keep the cross-dataset runs in the base2new tree: the
+    # ImageNet training in train_base/imagenet, the evaluations in test_new/<target>; their config
+    # (vit_b16_cross_datasets) tells them apart.
+    "MMRL: cross-dataset runs in the base2new tree": Layout(
+        _B2N_PATTERN, _mmrl_cross_dataset_place, fields=(("cfg", ".*cross_dataset.*"),)),
+    # MMA's scripts (mma.md §13) write the base2new tree without the <cfg> level (cfg None).
+    "MMA: base2new without the <cfg> level": Layout(
+        "base2new/{step}/{dataset}/shots_{shots}/{trainer}/" + SEED_LEVEL, _base2new_place),
+}
+
+# Tried last: cross-dataset folders named without the shot count (``<cfg>``, not ``<cfg>_<K>shots``).
+UNNUMBERED_LAYOUTS = {
+    "xd source without the shot count": Layout(SOURCE_DATASET + "/{trainer}/{cfg}/" + SEED_LEVEL, _xd_source_place),
+    "xd target without the shot count": Layout("evaluation/{trainer}/{cfg}/{dataset}/" + SEED_LEVEL, _xd_target_place),
+}
+
+
+def base2new_dir(step, dataset, shots, trainer, cfg, seed):
+    """``step``: ``train`` (on base classes), ``test`` (new classes) or ``test_base`` (eval-only, base)."""
+    return LAYOUTS["base2new"].path(step=B2N_STEPS[step], dataset=dataset, shots=shots, trainer=trainer, cfg=cfg,
+                                    seed=seed)
+
+
+def xd_source_dir(trainer, cfg, shots, seed):
+    return LAYOUTS["xd source"].path(trainer=trainer, cfg=cfg, shots=shots, seed=seed)
+
+
+def xd_target_dir(trainer, cfg, shots, dataset, seed):
+    return LAYOUTS["xd target"].path(trainer=trainer, cfg=cfg, shots=shots, dataset=dataset, seed=seed)
+
+
+def fewshot_dir(dataset, shots, trainer, cfg, seed):
+    return LAYOUTS["few-shot"].path(dataset=dataset, shots=shots, trainer=trainer, cfg=cfg, seed=seed)
+
+
+def zeroshot_dir(dataset, trainer, cfg, subsample):
+    return LAYOUTS["zero-shot script"].path(dataset=dataset, trainer=trainer, cfg=cfg, subsample=subsample)
+
+
+def seed_of(folder_name):
+    """The seed of a run folder named ``seed<S>``, or None for another name."""
+    match = _level_regex(SEED_LEVEL).match(folder_name)
+    return int(match.group("seed")) if match else None
 
 
 def place_of(parts):
     """``Place`` of a run's parent folder given its path parts below the output root (the ``seed<S>``
     level excluded), or None when the path is in no known layout."""
     parts = tuple(parts)
-    if len(parts) in (5, 6) and parts[0] == "base2new" and parts[1] in B2N_STEPS.values():
-        match = _SHOTS.match(parts[3])
-        if not match:
-            return None
-        step, dataset, trainer = parts[1], parts[2], parts[4]
-        cfg = parts[5] if len(parts) == 6 else None  # MMA's reference layout has no <cfg> level
-        shots = int(match.group(1))
-        if cfg and "cross_dataset" in cfg:  # MMRL's reference keeps its transfer runs in this tree
-            side = "source" if step == "train_base" else "target"
-            return Place("transfer", side, step != "train_base", dataset, trainer, cfg, shots)
-        side = "new" if step == "test_new" else "base"
-        return Place("base2new", side, step != "train_base", dataset, trainer, cfg, shots)
-    if len(parts) == 3 and parts[0] == SOURCE_DATASET:
-        cfg, shots = _cfg_shots(parts[2])
-        return Place("transfer", "source", False, SOURCE_DATASET, parts[1], cfg, shots)
-    if len(parts) == 4 and parts[0] == "evaluation":
-        cfg, shots = _cfg_shots(parts[2])
-        return Place("transfer", "target", True, parts[3], parts[1], cfg, shots)
-    if len(parts) == 5 and parts[0] == "few_shot":
-        match = _SHOTS.match(parts[2])
-        if not match:
-            return None
-        shots = int(match.group(1))
-        return Place("few_shot", shots, shots == 0, parts[1], parts[3], parts[4], shots)
+    for layout in (*REFERENCE_LAYOUTS.values(), *LAYOUTS.values(), *UNNUMBERED_LAYOUTS.values()):
+        place = layout.read(parts)
+        if place is not None:
+            return place
     return None
 
 
-_PLACE_PROTOCOL = {"base2new": "base2new", "transfer": "xd", "few_shot": "fewshot"}
+def layout_description():
+    """Our read-back layouts as ``base2new/<step>/<dataset>/shots_<K>/...`` (for messages)."""
+    names = {"step": "{" + ",".join(B2N_STEPS.values()) + "}", "shots": "<K>", "trainer": "<Trainer>",
+             "seed": "<S>", "dataset": "<dataset>", "cfg": "<cfg>"}
+    patterns = [_FIELD.sub(lambda m: names[m.group(1)], layout.pattern) for layout in LAYOUTS.values() if layout.place]
+    return ", ".join(patterns[:-1]) + " or " + patterns[-1]
+
+
+# ``Place.protocol`` of each protocol's runs, and back.
+PLACE_PROTOCOL = {"base2new": "base2new", "xd": "transfer", "fewshot": "few_shot"}
+_PROTOCOL_OF_PLACE = {place: protocol for protocol, place in PLACE_PROTOCOL.items()}
 
 
 def protocol_config(place):
@@ -277,7 +366,7 @@ def protocol_config(place):
     entry = METHODS.get(place.trainer)
     if entry is None or place.cfg is None:
         return place.cfg
-    step = entry.step(_PLACE_PROTOCOL[place.protocol])
+    step = entry.step(_PROTOCOL_OF_PLACE[place.protocol])
     shots = place.shots if place.protocol == "few_shot" else None
     dataset = SOURCE_DATASET if place.protocol == "transfer" else place.dataset  # evaluations: the model's config
     if place.cfg == step.cfg_for(dataset, shots):
@@ -288,7 +377,7 @@ def protocol_config(place):
 def protocol_description(trainer, protocol, cfg):
     """``Step.describe()`` when ``cfg`` is the protocol's main config of a known trainer, else ``cfg``."""
     entry = METHODS.get(trainer)
-    step = entry.step(_PLACE_PROTOCOL[protocol]) if entry else None
+    step = entry.step(_PROTOCOL_OF_PLACE[protocol]) if entry else None
     return step.describe() if step and cfg == step.cfg else cfg
 
 

@@ -13,8 +13,8 @@ root), ``OUTPUT`` (output root; same layout), ``OPTS`` (extra ``KEY VALUE`` opti
 
 Finished runs are skipped, unfinished ones resume from their last epoch, and a run being run by
 another process (another submission, a shell script) is waited for, never run twice. ``run`` ends
-with the protocol's tables (``parse_test_res.py --table``, with the method's published numbers when
-there are some) and exits 1 if a run failed. ``status`` lists each run's state and log. Both keep
+with the protocol's tables (``parse_test_res.py --table``, harness/tables/; with the method's published
+numbers when there are some) and exits 1 if a run failed. ``status`` lists each run's state and log. Both keep
 ``OUTPUT/benchmark_status.json`` up to date.
 """
 import argparse
@@ -33,8 +33,6 @@ from harness import protocols  # noqa: E402
 from harness.runner import (  # noqa: E402
     LocalRunner, Progress, StatusFile, failure_list, job_states, local_slots, run_duration, status_entry, worker_main,
 )
-
-TABLE_PROTOCOLS = {"base2new": "base2new", "xd": "transfer", "fewshot": "few_shot"}
 
 
 class UsageError(Exception):
@@ -138,19 +136,19 @@ def gpu_list(text, jobs):
 
 def print_tables(args, out=sys.stdout):
     """The protocol's tables per trainer, with its published numbers when there are some."""
-    import parse_test_res
+    from harness import tables
 
+    try:
+        published = tables.load_published()
+    except tables.ParseError:
+        published = {}
     for trainer in args.trainer:
-        compare = protocols.METHODS[trainer].published
+        comparison = tables.own_comparison(published, trainer)
         try:
-            if compare:
-                parse_test_res.find_method(parse_test_res.load_published(), compare)
-        except parse_test_res.ParseError:
-            compare = None
-        try:
-            out.write(parse_test_res.table_report(args.output, compare=compare, trainers={trainer},
-                                                  layouts={TABLE_PROTOCOLS[p] for p in args.protocol}) + "\n")
-        except parse_test_res.ParseError as error:
+            out.write(tables.table_report(args.output, compare=comparison.method if comparison else None,
+                                          trainers={trainer}, layouts={protocols.PLACE_PROTOCOL[p] for p in args.protocol})
+                      + "\n")
+        except tables.ParseError as error:
             out.write(f"{trainer}: {error}\n")
 
 

@@ -1,9 +1,14 @@
-"""Running train.py in-process from tests, and reading what the protocol scripts would run."""
+"""Running train.py in-process from tests, building toy trainers, and reading what the protocol
+scripts would run."""
+import contextlib
+import io
 import os.path as osp
 import shlex
 import subprocess
 
 import train
+from dassl.engine import build_trainer
+from dassl.utils import set_random_seed
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -11,6 +16,17 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def run_train(argv):
     """``train.main`` on ``argv``; returns the trainer. The log tee is closed and stdout restored."""
     return train.run(argv)
+
+
+def build_toy_trainer(argv, seed=1, quiet=True):
+    """The trainer of the ``train.py`` arguments ``argv``, configured and seeded as a run is, not
+    trained. Returns (trainer, what building it printed); ``quiet=False`` lets the output through."""
+    cfg = train.setup_cfg(train.build_parser().parse_args([str(a) for a in argv]))
+    set_random_seed(seed)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+        trainer = build_trainer(cfg)
+    return trainer, out.getvalue()
 
 
 def read(path):

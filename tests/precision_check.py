@@ -3,14 +3,10 @@
 Used by ``test_precision.py`` (amp = bf16 autocast on the CPU) and ``test_gpu.py`` (amp and fp16 on
 CUDA). Every trainer with a ``PREC`` key, at ``test-tiny`` on the toy dataset.
 """
-import contextlib
-import io
 
 import torch
 
-import train
-from dassl.engine import build_trainer
-from dassl.utils import set_random_seed
+from helpers import build_toy_trainer
 
 CONFIGS = {
     "CLIP_Adapter": ("configs/trainers/CLIP_Adapter/vit_b16.yaml", "TRAINER.CLIP_ADAPTER.PREC"),
@@ -26,14 +22,10 @@ CONFIGS = {
 
 def build(name, root, out, prec, cuda=False, seed=1):
     config, key = CONFIGS[name]
-    args = train.build_parser().parse_args(
+    return build_toy_trainer(
         ["--root", root, "--trainer", name, "--config-file", config, "--output-dir", out, "--seed", str(seed),
          "DATASET.NAME", "ToyColours", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", str(cuda),
-         "MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random", key, prec])
-    cfg = train.setup_cfg(args)
-    set_random_seed(seed)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return build_trainer(cfg)
+         "MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random", key, prec], seed)[0]
 
 
 def logits_of(trainer, images):

@@ -10,9 +10,7 @@ import torch
 
 import clip
 import train
-from dassl.engine import build_trainer
-from dassl.utils import set_random_seed
-from helpers import script_runs
+from helpers import build_toy_trainer, script_runs
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY = ["MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random"]
@@ -58,12 +56,7 @@ def trainer_args(trainer, cfg, root, out, *opts, dataset=None, flags=()):
 
 def build(args, seed=1):
     """The trainer for ``args`` (not trained); returns (trainer, its console output)."""
-    cfg = train.setup_cfg(train.build_parser().parse_args(args))
-    set_random_seed(seed)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        trainer = build_trainer(cfg)
-    return trainer, out.getvalue()
+    return build_toy_trainer(args, seed)
 
 
 def oracle_text_features(clip_model, prompts, eot_index):

@@ -1,19 +1,19 @@
 """CLIP-Adapter (trainer CLIP_Adapter): the adapter, the blend, the text cache, steps and checkpoints."""
 import contextlib
 import io
-import math
 import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import train
 from clip import load, tokenize
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from helpers import build_toy_trainer
 from toy import make_toy_root, toy_classnames
 from trainers.clip_adapter import Adapter, AdapterCLIP
+from trainers.common.utils import autocast_for
+from trainers.common.templates import class_prompts, template_for
 from trainers.config import extend_cfg
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -27,7 +27,9 @@ def tiny_model(*opts, dataset="OxfordPets"):
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         clip_model = load("test-tiny", weights="random")[0]
-        return AdapterCLIP(cfg, CLASSNAMES, clip_model)
+        node = cfg.TRAINER.CLIP_ADAPTER
+        prompts = class_prompts(template_for(dataset), CLASSNAMES)
+        return AdapterCLIP(clip_model, prompts, node.RATIO, node.REDUCTION, node.CACHE_TEXT_FEATURES)
 
 
 def images(n=3, seed=1):
@@ -95,17 +97,12 @@ def test_text_feature_cache_same_logits():
 
 def build_adapter_trainer(root, *opts, num_classes=4):
     make_toy_root(root, per_class=4, num_classes=num_classes)
-    args = train.build_parser().parse_args(
+    return build_toy_trainer(
         ["--root", str(root), "--trainer", "CLIP_Adapter", "--output-dir", str(root / "out"),
          "--config-file", osp.join(REPO, "configs/trainers/CLIP_Adapter/vit_b16.yaml"), "--seed", "1",
          "DATASET.NAME", "ToyColours", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
          "MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random", "OPTIM.MAX_EPOCH", "1"]
-        + list(opts))
-    torch.manual_seed(0)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        trainer = build_trainer(train.setup_cfg(args))
-    return trainer, out.getvalue()
+        + list(opts), seed=0)
 
 
 @pytest.mark.parametrize("prec", ["fp32", "amp"])
@@ -115,9 +112,13 @@ def test_training_step(tmp_path, prec):
     assert trainer.get_model_names() == ["clip_adapter"]
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches = 0, 10**6
+    batch = next(iter(trainer.train_loader_x))
+    image, label = trainer.parse_batch_train(batch)
+    with torch.no_grad(), autocast_for(trainer.device, enabled=prec == "amp"):
+        expected = F.cross_entropy(trainer.model(image), label).item()  # the batch's loss before the step
     before = trainer.model.adapter.fc[0].weight.clone()
-    summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
-    assert set(summary) == {"loss", "acc"} and math.isfinite(summary["loss"])
+    summary = trainer.forward_backward(batch)
+    assert set(summary) == {"loss", "acc"} and float(summary["loss"]) == pytest.approx(expected, rel=1e-5)
     assert (trainer.model.adapter.fc[0].weight - before).abs().max() > 0
     assert not any(p.requires_grad for p in trainer.model.clip_model.parameters())
     assert not trainer.model.clip_model.training and trainer.model.adapter.training

@@ -84,7 +84,7 @@ def test_unknown_trainer_dataset_and_key_are_one_line_errors(capsys, tmp_path):
     err = cli_error(capsys, ["--trainer", "ZeroshotCLIP", "--config-file", str(tmp_path / "missing.yaml")])
     assert "missing.yaml" in err
     err = cli_error(capsys, ["--trainer", "ZeroshotCLIP", "OPTIM.LR", "1"])  # int for a float key
-    assert "OPTIM.LR" in err or "Type mismatch" in err
+    assert "OPTIM.LR" in err and "Type mismatch" in err and "(0.0003 vs. 1)" in err
 
 
 # ---------------------------------------------------------------- schedules

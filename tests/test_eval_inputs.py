@@ -19,8 +19,9 @@ from harness.disk_cache import HEADER_BYTES, DiskCache, key_digest
 from harness.run import config_identity
 from prompt_learning import REPO, build, no_env_report, trainer_args  # noqa: F401 (autouse fixture)
 from trainers.common.feature_cache import sequential_loader
+from trainers.common.eval_images import CachedImageLoader
 from trainers.common.eval_inputs import (
-    CachedFeatureLoader, CachedImageLoader, FrozenImageFeatures, _entry, clip_image_features, weights_digest,
+    CachedFeatureLoader, FrozenImageFeatures, cache_entry, clip_image_features, weights_digest,
 )
 
 FP32 = {"CLIP_Adapter": [], "AttnMMAdapter": [], "ZeroshotCLIP": [], "CoOp": [], "CoCoOp": [],
@@ -266,7 +267,7 @@ def _racer(directory, log, barrier, results):
         return bytes(store.put("test", "k3", {}, {"rows": 1}, [payload(1 << 16, 7)]).read_payload())
 
     barrier.wait()
-    results.put(_entry(store, "test", "k3", "a test entry", lambda e: bytes(e.read_payload()), create))
+    results.put(cache_entry(store, "test", "k3", "a test entry", lambda e: bytes(e.read_payload()), create))
 
 
 def test_racing_runs_compute_an_entry_once(tmp_path):
@@ -297,7 +298,7 @@ def test_damaged_entries_are_not_read(tmp_path, capsys):
         f.write(b"\xff\x00")
     with pytest.raises(ValueError, match="digest"):
         store.get("test", "k4").read_payload()
-    recomputed = _entry(store, "test", "k4", "", lambda e: e.read_payload(), lambda: "recomputed")
+    recomputed = cache_entry(store, "test", "k4", "", lambda e: e.read_payload(), lambda: "recomputed")
     assert recomputed == "recomputed" and not osp.exists(path)
 
 

@@ -10,7 +10,6 @@ import torch
 
 import clip
 import toy
-import train
 from clip import attention, layerwise
 from dassl.engine import TRAINER_REGISTRY, SimpleTrainer
 from dassl.metrics import compute_accuracy

@@ -20,10 +20,8 @@ import parse_test_res
 import toy
 import train
 from clip import layerwise, load, tokenize
-from dassl.engine import build_trainer
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import set_random_seed
-from helpers import read, run_train, script_runs
+from helpers import build_toy_trainer, read, run_train, script_runs
 from trainers.maple import MaPLeCLIP, MultiModalPromptLearner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -51,9 +49,7 @@ def maple_args(root, out, *opts, cfg=B2N_CFG, flags=()):
 
 
 def build(root, out, *opts, cfg=B2N_CFG):
-    cfg = train.setup_cfg(train.build_parser().parse_args(maple_args(root, out, *opts, cfg=cfg)))
-    set_random_seed(1)
-    return build_trainer(cfg)
+    return build_toy_trainer(maple_args(root, out, *opts, cfg=cfg), quiet=False)[0]
 
 
 def tiny_clip(seed=0):
@@ -326,13 +322,13 @@ def test_eval_cache_same_logits_and_invalidated_by_training_and_loading():
     x = images(2)
     with torch.no_grad():
         first = model(x)
-        assert model._eval_cache is not None and direct._eval_cache is None
+        assert model.eval_cache.value is not None and direct.eval_cache.value is None
         torch.testing.assert_close(model(x), first, atol=0, rtol=0)
         torch.testing.assert_close(direct(x), first, atol=0, rtol=0)
         model.prompt_learner.train()
         perturb(model.prompt_learner, 9)
         model(x)  # a training forward drops the cache
-        assert model._eval_cache is None
+        assert model.eval_cache.value is None
         model.prompt_learner.eval()
         after = model(x)
         assert not torch.allclose(after, first, atol=1e-3)

@@ -6,7 +6,6 @@ with random weights is built once, only to count parameters.
 import argparse
 import contextlib
 import io
-import math
 import os.path as osp
 
 import pytest
@@ -16,11 +15,11 @@ import torch.nn.functional as F
 import train
 from clip import layerwise, load, tokenize
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from helpers import build_toy_trainer
 from toy import make_toy_root, toy_classnames
-from trainers.common.utils import freeze_except
+from trainers.common.utils import autocast_for, freeze_except
 from trainers.config import extend_cfg
-from trainers.mma import ADAPTER_LISTS, AdapterLearner, MultiModalAdapterCLIP
+from trainers.mma import ADAPTER_LISTS, AdapterLearner, build_mma_clip
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLASSNAMES = ["red_square", "green_thing", "blue_sky", "a_much_longer_class_name_than_the_others"]
@@ -44,7 +43,7 @@ def tiny_model(*opts, seed=0):
     torch.manual_seed(seed)
     clip_model = tiny_clip()
     with contextlib.redirect_stdout(io.StringIO()):
-        model = MultiModalAdapterCLIP(mma_cfg(*opts), CLASSNAMES, clip_model)
+        model = build_mma_clip(clip_model, CLASSNAMES, mma_cfg(*opts).TRAINER.MMADAPTER)
     freeze_except(model, ADAPTER_LISTS)
     return model
 
@@ -61,10 +60,11 @@ def adapter_grads(model):
 
 def plain_blocks(model, modality, x, attn_mask=None):
     tower = model.clip_model if modality == "text" else model.clip_model.visual
-    learner, s = model.adapter_learner, model.scale
+    learner = model.adapter_learner
+    s = learner.scale
     for i, block in enumerate(tower.transformer.resblocks, start=1):
         out = block(x, attn_mask=attn_mask)
-        if model.start <= i <= model.end:
+        if learner.start <= i <= learner.end:
             out = out + s * learner.adapt(modality, i, block.ln_1(x))
         x = out
     return x
@@ -98,6 +98,7 @@ def _count(module, substring=""):
 
 
 def test_trainable_parameters_vit_b16(vit_b16):
+    torch.manual_seed(0)  # the std check below samples the initialisation
     learner = AdapterLearner(vit_b16, ["a photo of a cat."], 5, 12, 32, 0.001)
     assert _count(learner) == 674_560
     assert len(list(learner.parameters())) == 80
@@ -167,18 +168,19 @@ def test_slot_zero_adapts_embeddings():
     """START 0: slot 0 acts on the token embeddings (before positions) and on ln_pre's output."""
     model = tiny_model("TRAINER.MMADAPTER.ADAPTER_START", 0, "TRAINER.MMADAPTER.ADAPTER_END", 2,
                        "TRAINER.MMADAPTER.ADAPTER_SCALE", 0.5)
-    learner, s, clip_model = model.adapter_learner, model.scale, model.clip_model
+    learner, clip_model = model.adapter_learner, model.clip_model
+    s = learner.scale
     assert _count(learner.text_adapter[0]) > 0 and _count(learner.text_adapter[3]) == 0
     imgs = images()
     e = learner.token_embedding
     x = e + s * learner.adapt("text", 0, e) + clip_model.positional_embedding
-    model.start = 1  # plain_blocks adapts blocks start..end; slot 0 was applied above
+    learner.start = 1  # plain_blocks adapts blocks start..end; slot 0 was applied above
     x = plain_blocks(model, "text", x, clip_model.attn_mask)
     text = layerwise.text_head(clip_model, x, learner.tokenized_prompts.argmax(-1))
     v = layerwise.image_embeddings(clip_model.visual, imgs)
     v = plain_blocks(model, "visual", v + s * learner.adapt("visual", 0, v))
     image = layerwise.image_head(clip_model.visual, v)
-    model.start = 0
+    learner.start = 0
     expected = clip_model.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
     torch.testing.assert_close(model(imgs), expected, rtol=1e-5, atol=1e-5)
 
@@ -221,7 +223,7 @@ def test_backbone_stream_gets_the_exact_gradient(modality):
     torch.testing.assert_close(rescaled, x.grad, rtol=1e-5, atol=1e-6)
     # The branches' share of that gradient is far above the tolerance, so a wrong factor would show.
     x.grad = None
-    model.end = 0
+    model.adapter_learner.end = 0
     (plain_blocks(model, modality, x, mask) * weights).sum().backward()
     assert (rescaled - x.grad).abs().max() > 1e-3 * rescaled.abs().max()
 
@@ -317,35 +319,37 @@ def test_frozen_vision_blocks_run_without_autograd():
 
 def build_mma_trainer(root, *opts, num_classes=4):
     make_toy_root(root, per_class=4, num_classes=num_classes)
-    args = train.build_parser().parse_args(
+    return build_toy_trainer(
         ["--root", str(root), "--trainer", "MultiModalAdapter", "--output-dir", str(root / "out"),
          "--config-file", osp.join(REPO, "configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml"), "--seed", "1",
          "DATASET.NAME", "ToyColours", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
          "DATALOADER.TEST.BATCH_SIZE", "4", "MODEL.BACKBONE.NAME", "test-tiny", "MODEL.BACKBONE.WEIGHTS", "random",
-         "OPTIM.MAX_EPOCH", "1", "TRAINER.MMADAPTER.PREC", "fp32"] + list(opts))
-    torch.manual_seed(0)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        trainer = build_trainer(train.setup_cfg(args))
-    return trainer, out.getvalue()
+         "OPTIM.MAX_EPOCH", "1", "TRAINER.MMADAPTER.PREC", "fp32"] + list(opts), seed=0)
 
 
 def one_step(trainer):
+    """One training step; returns its summary, the loss of the same batch computed here before the
+    step (the model's forward and cross-entropy, in the run's precision) and the largest change of
+    a text-adapter weight."""
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches = 0, 10**6
     batch = next(iter(trainer.train_loader_x))
+    image, label = trainer.parse_batch_train(batch)
+    with torch.no_grad(), autocast_for(trainer.device, enabled=trainer.prec == "amp"):
+        expected = F.cross_entropy(trainer.model(image), label).item()
     before = {k: v.clone() for k, v in trainer.model.adapter_learner.state_dict().items()}
     summary = trainer.forward_backward(batch)
     after = trainer.model.adapter_learner.state_dict()
-    return summary, max((after[k] - before[k]).abs().max().item() for k in before if k.startswith("text_adapter"))
+    change = max((after[k] - before[k]).abs().max().item() for k in before if k.startswith("text_adapter"))
+    return summary, expected, change
 
 
 @pytest.mark.parametrize("prec", ["fp32", "amp"])
 def test_training_step(tmp_path, prec):
     trainer, log = build_mma_trainer(tmp_path, "TRAINER.MMADAPTER.PREC", prec)
     assert "Number of trainable parameters: 58,880\n" in log  # 8 layers x (2,112 + 4,192 + 1,056)
-    summary, change = one_step(trainer)
-    assert set(summary) == {"loss", "acc"} and math.isfinite(summary["loss"])
+    summary, expected, change = one_step(trainer)
+    assert set(summary) == {"loss", "acc"} and float(summary["loss"]) == pytest.approx(expected, rel=1e-5)
     assert change > 0
     clip_params = [p for n, p in trainer.model.named_parameters() if n.startswith("clip_model.")]
     assert clip_params and not any(p.requires_grad for p in clip_params)

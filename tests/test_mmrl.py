@@ -43,10 +43,10 @@ def build(root, out, *opts, seed=1):
     return build_trainer(cfg)
 
 
-@pytest.fixture(scope="module")
-def trainer(toy_root, tmp_path_factory):
-    """A test-tiny MMRL trainer (fp32, few-shot task: fused logits)."""
-    return build(toy_root, str(tmp_path_factory.mktemp("out")), "TASK", "FS")
+@pytest.fixture
+def trainer(toy_root, tmp_path):
+    """A fresh test-tiny MMRL trainer (fp32, few-shot task: fused logits); tests may change it."""
+    return build(toy_root, str(tmp_path / "fixture-run"), "TASK", "FS")
 
 
 def images(n=3, seed=0):
@@ -294,7 +294,6 @@ def test_shared_lower_layers_zero_shot_target_equals_a_full_frozen_forward(train
         losses.append(mmrl_loss(out.class_logits, out.rep_logits, y, out.class_features,
                                 out.zero_shot_image_features, out.text_features, trainer.zero_shot_text_features,
                                 0.7, 1.0)[0])
-    model.share_lower_layers = True
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
 
 
@@ -310,10 +309,9 @@ def test_text_lower_layer_cache_equals_direct_path(trainer):
     _, text = model.learner.representation_learner()
     by_layer = dict(zip(model.rep_layers, text))
     cached = model.encode_text(by_layer)
-    assert len(model._text_lower_cache) == 1 and not model.text_lower_states().requires_grad
-    model.cache_text_lower_layers = False
+    assert len(model.text_lower_cache) == 1 and not model.text_lower_states().requires_grad
+    model.text_lower_cache.enabled = False
     direct = model.encode_text(by_layer)
-    model.cache_text_lower_layers = True
     torch.testing.assert_close(cached, direct, atol=1e-5, rtol=0)
     assert cached.requires_grad  # gradients reach the text aligners through blocks J..12
 
@@ -323,17 +321,17 @@ def test_eval_text_cache_is_dropped_when_training(trainer):
     trainer.set_model_mode("eval")
     with torch.no_grad():
         first = model(x).class_logits
-        assert model._eval_cache is not None
+        assert model.eval_cache.value is not None
         again = model(x).class_logits
     torch.testing.assert_close(first, again, atol=0, rtol=0)
     trainer.set_model_mode("train")
     perturb(model.learner, 3)
     with torch.no_grad():
         model(x)  # a training forward invalidates the cache
-        assert model._eval_cache is None
+        assert model.eval_cache.value is None
         trainer.set_model_mode("eval")
         after = model(x).class_logits
-        model.clear_eval_cache()
+        model.eval_cache.clear()
         recomputed = model(x).class_logits
     torch.testing.assert_close(after, recomputed, atol=0, rtol=0)
     assert not torch.allclose(first, after, atol=1e-4)
@@ -362,7 +360,7 @@ def test_reference_checkpoint_loads_with_identical_logits(trainer, toy_root, tmp
     perturb(source.model.learner, 4)
     x = images()
     source.set_model_mode("eval")
-    source.model.clear_eval_cache()
+    source.model.eval_cache.clear()
     expected = source.model_inference(x)
     target = build(toy_root, str(tmp_path / "b"), "TASK", "FS", seed=1)  # same random CLIP, initial learner
     target.set_model_mode("eval")
@@ -370,7 +368,7 @@ def test_reference_checkpoint_loads_with_identical_logits(trainer, toy_root, tmp
     # Released weights use the folder MultiModalRepresentationLearner, older ones MultiModalPromptLearner.
     for epoch, folder in ((5, "MultiModalPromptLearner"), (7, "MultiModalRepresentationLearner")):
         target.model.learner.load_state_dict(initial)
-        target.model.clear_eval_cache()
+        target.model.eval_cache.clear()
         # Different before loading; this also fills the eval cache, which loading must drop.
         assert not torch.allclose(target.model_inference(x), expected, atol=1e-3)
         os.makedirs(tmp_path / f"ref{epoch}" / folder)
@@ -435,3 +433,42 @@ def test_train_then_eval_on_other_classes(toy_root, tmp_path_factory):
     log = read(osp.join(test_out, "log.txt"))
     assert "class-feature" in log and "Loading weights to MultiModalRepresentationLearner" in log
     assert "* total: 6" in log
+
+
+def test_init_weights_are_loaded(trainer, toy_root, tmp_path):
+    """MODEL.INIT_WEIGHTS: the learner starts from the file's tensors (by name and shape, as Dassl does)."""
+    perturb(trainer.model.learner, 11)
+    torch.save({"state_dict": trainer.model.learner.state_dict()}, tmp_path / "init.pth")
+    started = build(toy_root, str(tmp_path / "out"), "TASK", "FS", "MODEL.INIT_WEIGHTS", str(tmp_path / "init.pth"))
+    for key, value in trainer.model.learner.state_dict().items():
+        assert torch.equal(started.model.learner.state_dict()[key], value), key
+    fresh = build(toy_root, str(tmp_path / "fresh"), "TASK", "FS")
+    assert not torch.equal(fresh.model.learner.image_encoder.proj_rep, trainer.model.learner.image_encoder.proj_rep)
+
+
+def test_per_dataset_tables_are_config_nodes(tmp_path):
+    """The tables are what a YAML or the command line edits; the resolved value is in the run's config."""
+    import datasets  # noqa: F401 (registers the dataset names checked by setup_cfg)
+
+    def mmrl_node(dataset, *opts, cfg="vit_b16"):
+        ds = tmp_path / f"{dataset}.yaml"
+        ds.write_text(f"DATASET:\n  NAME: {dataset}\n")
+        args = ["--dataset-config-file", str(ds), "--config-file", osp.join(CFG_DIR, f"{cfg}.yaml"),
+                "--trainer", "MMRL", *opts]
+        return train.setup_cfg(train.build_parser().parse_args(args)).TRAINER.MMRL
+
+    assert mmrl_node("StanfordCars", "TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars", "5.0").REG_WEIGHT == 5.0
+    assert mmrl_node("StanfordCars", "TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars", "5.0",
+                     "TRAINER.MMRL.REG_WEIGHT", "0.3").REG_WEIGHT == 0.3  # REG_WEIGHT itself beats the table
+    yaml = tmp_path / "edited.yaml"
+    yaml.write_text(open(osp.join(CFG_DIR, "vit_b16.yaml")).read().replace(
+        "  MMRL:\n", "  MMRL:\n    DATASET_REG_WEIGHT:\n      StanfordCars: 5.0\n      ToyColours: 2.5\n"))
+    assert mmrl_node("StanfordCars", cfg=str(yaml)[:-5]).REG_WEIGHT == 5.0  # an edited table entry runs
+    assert mmrl_node("ToyColours", cfg=str(yaml)[:-5]).REG_WEIGHT == 2.5  # and datasets may be added
+    # Cross-dataset: λ 0.2 on the ImageNet source and d_r 512 on EuroSAT come from the YAML, not the command line.
+    xd = "vit_b16_cross_datasets"
+    assert (mmrl_node("ImageNet", cfg=xd).REG_WEIGHT, mmrl_node("ImageNet", cfg=xd).REP_DIM) == (0.2, 512)
+    assert mmrl_node("EuroSAT", cfg=xd).REP_DIM == 512 and mmrl_node("EuroSAT").REP_DIM == 2048
+    for name in ("vit_b16", "vit_b16_few_shot", "vit_b16_imagenet"):  # no YAML line the tables would replace
+        text = open(osp.join(CFG_DIR, f"{name}.yaml")).read()
+        assert "REG_WEIGHT:" not in text and "REP_DIM:" not in text, name

@@ -295,9 +295,9 @@ def test_caches_equal_the_direct_path(trainer):
     perturb(model.learner, 7)
     results = []
     for cached in (True, False):
-        model.share_lower_layers = model.cache_text_lower_layers = cached
-        model._text_lower_cache.clear()
-        model.clear_eval_cache()
+        model.share_lower_layers = model.text_lower_cache.enabled = cached
+        model.text_lower_cache.clear()
+        model.eval_cache.clear()
         model.learner.train()
         with torch.no_grad():
             out = model(x, zero_shot_target=True)
@@ -307,7 +307,7 @@ def test_caches_equal_the_direct_path(trainer):
             first = model(x).class_logits  # fills the eval cache
             again = model(x).class_logits  # from it
         results.append((out.class_logits, out.rep_logits, out.zero_shot_image_features, loss, first, again))
-    model.share_lower_layers = model.cache_text_lower_layers = True
+    model.share_lower_layers = model.text_lower_cache.enabled = True
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch.testing.assert_close(results[0][-1], results[0][-2], atol=0, rtol=0)
@@ -321,7 +321,7 @@ def test_caches_equal_the_direct_path(trainer):
         model(x)
         model.learner.eval()
         after = model(x).class_logits
-        model.clear_eval_cache()
+        model.eval_cache.clear()
         recomputed = model(x).class_logits
     torch.testing.assert_close(after, recomputed, atol=0, rtol=0)
     assert not torch.allclose(after, results[0][-1], atol=1e-3)
@@ -346,7 +346,7 @@ def reference_checkpoint(t, n_classes=7):
 
 def eval_logits(t, x):
     t.set_model_mode("eval")
-    t.model.clear_eval_cache()
+    t.model.eval_cache.clear()
     return t.model_inference(x)
 
 
@@ -462,11 +462,11 @@ def test_few_shot_script_runs_the_protocol(script_env):
 
 
 def test_published_numbers_for_compare():
-    import parse_test_res as ptr
+    from harness.tables import find_method, load_published
 
-    published = ptr.load_published()
-    assert ptr.find_method(published, "MMRLpp").method == "MMRLpp"  # not MMRL ("MMRL++" would normalise to it)
-    assert ptr.find_method(published, "MMRL").method == "MMRL"
-    repro = ptr.find_method(published, "mmrlpp-repro").numbers["base2new"]
+    published = load_published()
+    assert find_method(published, "MMRLpp").method == "MMRLpp"  # not MMRL ("MMRL++" would normalise to it)
+    assert find_method(published, "MMRL").method == "MMRL"
+    repro = find_method(published, "mmrlpp-repro").numbers["base2new"]
     assert repro["eurosat"] == {"base": 95.73, "new": 84.17, "hm": 89.58, "confidence": "S"}
     assert published["MMRLpp"]["base2new"]["average"]["unverified"] is True

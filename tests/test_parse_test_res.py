@@ -9,6 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import parse_test_res as ptr  # noqa: E402
+from harness.tables import (BASE2NEW_DATASETS, CROSS_DATASET_TARGETS, CSV_COLUMNS, DG_TARGETS,  # noqa: E402
+                            GroupKey, build_tables, collect_groups, format_number, harmonic_mean, round_half_up)
 
 TRAINER = "MultiModalAdapter"
 
@@ -238,12 +241,14 @@ def test_base2new_table_numbers(tmp_path, capsys, config):
 def test_base2new_text_layout(tmp_path, capsys):
     write_base2new(tmp_path, "oxford_pets", ["95.4", "95.5", "95.3"], ["98.1", "98.0", "98.2"])
     _, out, _ = run([tmp_path, "--table"], capsys)
-    assert out.splitlines()[:6] == [
+    assert out.splitlines()[:7] == [
         f"Base-to-novel | {TRAINER} | vit_b16_ep5 | 16 shots",
         "Dataset       Base  n    New  n     HM",
         "-----------  -----  -  -----  -  -----",
         "oxford_pets  95.40  3  98.10  3  96.73",
         "Average*     95.40     98.10     96.73",
+        "n: seeds averaged for the number on its left (k/N: only k of the N seeds found finished); "
+        "HM = 2·Base·New / (Base + New)",
         "* Average over 1 of 11 datasets (not run: imagenet, caltech101, stanford_cars, oxford_flowers, "
         "food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101)",
     ]
@@ -253,10 +258,10 @@ def test_table_api_reads_both_layouts(tmp_path):
     make_two_dataset_tree(tmp_path / "with_cfg", "vit_b16_ep5")
     make_two_dataset_tree(tmp_path / "without_cfg", None)
     for root, config in ((tmp_path / "with_cfg", "vit_b16_ep5"), (tmp_path / "without_cfg", None)):
-        groups, ignored = ptr.collect_groups(root)
+        groups, ignored = collect_groups(root)
         assert ignored == []
-        [table] = ptr.build_tables(groups)
-        assert table.key == ptr.GroupKey(TRAINER, config, 16)
+        [table] = build_tables(groups)
+        assert table.key == GroupKey(TRAINER, config, 16)
         dtd = table.rows[1]
         assert dtd.dataset == "dtd" and dtd.metric("base").seeds == 3
         assert dtd.metric("base").std == pytest.approx(0.8164966, abs=1e-6)
@@ -296,7 +301,7 @@ def test_csv_and_markdown_are_parseable(tmp_path, capsys):
     make_two_dataset_tree(tmp_path)
     _, out, _ = run([tmp_path, "--table", "--format", "csv", "--compare", "MMA"], capsys)
     records = list(csv.DictReader(io.StringIO(out)))
-    assert list(records[0]) == list(ptr.CSV_COLUMNS)
+    assert list(records[0]) == list(CSV_COLUMNS)
     by_key = {(record["dataset"], record["metric"]): record for record in records}
     assert by_key[("dtd", "base")]["mean"] == "80.00"
     assert by_key[("dtd", "base")]["std"] == "0.82"
@@ -397,10 +402,11 @@ def test_plot_with_matplotlib(tmp_path, capsys):
 
 
 def test_round_half_up_matches_paper_rounding():
-    assert str(ptr.round_half_up(66.605)) == "66.61"
-    assert str(ptr.round_half_up(60.474999999999994)) == "60.48"
-    assert str(ptr.round_half_up(83.20363636363636)) == "83.20"
-    assert ptr.harmonic_mean(85.68, 77.16) == pytest.approx(81.1971, abs=1e-4)
+    assert str(round_half_up(66.605)) == "66.61"
+    assert str(round_half_up(60.474999999999994)) == "60.48"
+    assert str(round_half_up(83.20363636363636)) == "83.20"
+    assert str(round_half_up(np.float64(66.605))) == "66.61"  # numpy means too (their repr is not a number)
+    assert harmonic_mean(85.68, 77.16) == pytest.approx(81.1971, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------
@@ -419,22 +425,22 @@ def spread_over_seeds(published):
 
 def write_mma_tree(root, ucf101_new):
     mma = load_mma()
-    for dataset in ptr.BASE2NEW_DATASETS:
+    for dataset in BASE2NEW_DATASETS:
         entry = mma["base2new"][dataset]
         new = ucf101_new if dataset == "ucf101" else entry["new"]
         write_base2new(root, dataset, spread_over_seeds(entry["base"]), spread_over_seeds(new), config=None)
-    targets = {name: spread_over_seeds(mma["cross_dataset"][name]["acc"]) for name in ptr.CROSS_DATASET_TARGETS}
-    targets.update({name: spread_over_seeds(mma["domain_generalization"][name]["acc"]) for name in ptr.DG_TARGETS})
+    targets = {name: spread_over_seeds(mma["cross_dataset"][name]["acc"]) for name in CROSS_DATASET_TARGETS}
+    targets.update({name: spread_over_seeds(mma["domain_generalization"][name]["acc"]) for name in DG_TARGETS})
     write_transfer(root, spread_over_seeds(mma["cross_dataset"]["imagenet"]["acc"]), targets, config="vit_b16_ep1_xd")
 
 
 def mma_tables(root):
-    groups, _ = ptr.collect_groups(root)
-    return {table.protocol: table for table in ptr.build_tables(groups)}
+    groups, _ = collect_groups(root)
+    return {table.protocol: table for table in build_tables(groups)}
 
 
 def displayed(metric):
-    return ptr.format_number(metric.mean)
+    return format_number(metric.mean)
 
 
 def test_mma_published_averages_reproduced(tmp_path):
@@ -466,7 +472,7 @@ def test_mma_published_averages_reproduced(tmp_path):
     assert displayed(cross.rows[0].metric("acc")) == "71.00"
     assert displayed(cross.rows[-1].metric("acc")) == "66.61"  # 66.605 rounded half up
     dg = tables["domain_generalization"]
-    assert [row.dataset for row in dg.rows] == ["imagenet", *ptr.DG_TARGETS, "average"]
+    assert [row.dataset for row in dg.rows] == ["imagenet", *DG_TARGETS, "average"]
     assert displayed(dg.rows[-1].metric("acc")) == "60.48"  # 60.475 rounded half up
 
 
@@ -493,16 +499,16 @@ def published_methods():
 def test_published_file_has_required_methods():
     methods = published_methods()
     for name in ("MMA", "MMRL", "CLIP", "CLIP-Adapter", "CoOp", "CoCoOp", "MaPLe"):
-        assert set(methods[name]["base2new"]) == set(ptr.BASE2NEW_DATASETS) | {"average"}
+        assert set(methods[name]["base2new"]) == set(BASE2NEW_DATASETS) | {"average"}
     assert methods["MMA"]["cross_dataset"]["average"]["acc"] == 66.61
     assert methods["MMRL"]["domain_generalization"]["average"]["acc"] == 60.59
 
 
 def test_published_averages_follow_the_rules():
     """Per-dataset columns average to the published averages (except MMA's UCF101 typo)."""
-    half_up = ptr.round_half_up
+    half_up = round_half_up
     for name, numbers in published_methods().items():
-        rows = [numbers["base2new"][dataset] for dataset in ptr.BASE2NEW_DATASETS if dataset in numbers["base2new"]]
+        rows = [numbers["base2new"][dataset] for dataset in BASE2NEW_DATASETS if dataset in numbers["base2new"]]
         average = numbers["base2new"].get("average")
         if len(rows) == 11:  # partial tables (e.g. MMRL++'s) have nothing to average
             base = sum(row["base"] for row in rows) / 11
@@ -510,9 +516,9 @@ def test_published_averages_follow_the_rules():
             assert float(half_up(base)) == average["base"], name
             assert float(half_up(new)) == average["new"], name
         if average is not None:
-            assert float(half_up(ptr.harmonic_mean(average["base"], average["new"]))) == average["hm"], name
-        for protocol, targets in (("cross_dataset", ptr.CROSS_DATASET_TARGETS),
-                                  ("domain_generalization", ptr.DG_TARGETS)):
+            assert float(half_up(harmonic_mean(average["base"], average["new"]))) == average["hm"], name
+        for protocol, targets in (("cross_dataset", CROSS_DATASET_TARGETS),
+                                  ("domain_generalization", DG_TARGETS)):
             block = numbers.get(protocol, {})
             if all(target in block for target in targets):
                 mean = sum(block[target]["acc"] for target in targets) / len(targets)

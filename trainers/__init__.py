@@ -1,6 +1,8 @@
 """Trainer modules; importing them registers their trainers in TRAINER_REGISTRY.
 
-A module may define ``add_config(cfg)`` (its config node) and ``apply_dataset_overrides(cfg)``.
+Each method module's config node (``add_config``), the allowed values of its enumerated keys
+(``CONFIG_CHOICES``) and its per-dataset settings (``apply_dataset_overrides``, applied after the
+YAMLs and flags, before the command-line opts) are listed here; ``trainers/config.py`` applies them.
 """
 from . import zsclip
 from . import mma
@@ -13,3 +15,9 @@ from . import maple
 from . import mmrl_pp
 
 TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple, mmrl_pp]
+CONFIG_NODES = [module.add_config for module in (mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple,
+                                                 mmrl_pp)]
+CONFIG_CHOICES = {**mma.CONFIG_CHOICES, **clip_adapter.CONFIG_CHOICES, **mmrl.CONFIG_CHOICES,
+                  **attn_mm_adapter.CONFIG_CHOICES, **coop.CONFIG_CHOICES, **cocoop.CONFIG_CHOICES,
+                  **maple.CONFIG_CHOICES, **mmrl_pp.CONFIG_CHOICES}
+DATASET_OVERRIDES = [mmrl.apply_dataset_overrides, mmrl_pp.apply_dataset_overrides]

@@ -18,7 +18,7 @@ classes evaluate directly on new classes and other datasets.
 Training follows the paper: Adam, no augmentation, early stopping on validation accuracy. Since
 nothing is augmented and CLIP is frozen, the training and validation features are computed once
 (``trainers/common/feature_cache.py``) and the epochs run on them. Gaussian noise on training
-images (``INPUT.GAUSSIAN_NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
+images (``NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
 the public code's transform draws it per image load; training features are then computed from the
 noisy images at every step, while the (clean) validation features stay cached. Test and validation
 features also go to the eval cache on disk, shared by runs (``trainers/common/eval_inputs.py``;
@@ -30,20 +30,20 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip import layerwise, load_clip_to_cpu
-from dassl.data import DataManager
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from .common.checkpoint import find_reference_file, load_adapted_model, load_reference_weights
+from .common.checkpoint import find_reference_file, load_adapted_model, load_init_weights, load_reference_weights
+from .common.early_stopping import EarlyStopping
 from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
-from .common.feature_cache import FEATURE_KEY, compute_image_features, feature_loader_like, sequential_loader
+from .common.feature_cache import FEATURE_KEY, cache_epoch_features
+from .common.precision import PRECISIONS, autocast_for, check_prec, run_precision, to_openai_fp16
 from .common.templates import class_prompts, template_for
-from .common.utils import PRECISIONS, autocast_for, check_prec, report_trainable, text_features_for_prompts
+from .common.utils import finish_step, report_trainable, text_features_for_prompts
 
-__all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter", "AttnMMAdapterCLIP",
-           "AttnMMAdapter"]
+__all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter",
+           "AttnMMAdapterCLIP", "AttnMMAdapter"]
 
 MASKS = ("cross_modal", "additive_01", "none")
 # The reference code (github dqmis/clip-mma) saves the whole model (``model_best.pth.tar``, its
@@ -54,7 +54,7 @@ ACTIVATIONS = ("none", "gelu")
 
 
 def add_config(cfg):
-    """``TRAINER.ATTN_MM_ADAPTER`` (attn_mm_adapter.md §10.1) and ``INPUT.GAUSSIAN_NOISE_STD``."""
+    """``TRAINER.ATTN_MM_ADAPTER`` (attn_mm_adapter.md §10.1)."""
     node = CN()
     node.DOWN_DIMS = [32, 128]  # downsampler Linear output widths; the last is the attention width
     node.DOWN_ACT = "none"  # between downsampler layers: "none" (public main branch) or "gelu"
@@ -68,10 +68,10 @@ def add_config(cfg):
     node.PATIENCE = 0  # early stopping on val accuracy (epochs without improvement); 0 = off; needs best_val
     node.TRAIN_AUG = True  # False: training images get the test transform (the paper: no augmentation)
     node.CACHE_FEATURES = True  # compute train (if deterministic) and val features once instead of per step
+    # Noise ablation (paper appendix A.2): std of zero-mean Gaussian noise added to every normalised
+    # training image (training only; 0 = off).
+    node.NOISE_STD = 0.0
     cfg.TRAINER.ATTN_MM_ADAPTER = node
-    # Noise ablation (paper appendix A.2): zero-mean Gaussian noise of this std added to every
-    # normalised training image (training only; 0 = off).
-    cfg.INPUT.GAUSSIAN_NOISE_STD = 0.0
 
 
 # Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
@@ -136,10 +136,6 @@ class MultiModalAttentionAdapter(nn.Module):
         down_dims, up_dims = list(down_dims), list(up_dims)
         if not down_dims:
             raise ValueError("TRAINER.ATTN_MM_ADAPTER.DOWN_DIMS must name at least one layer")
-        if down_act not in ACTIVATIONS:
-            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.DOWN_ACT must be one of {ACTIVATIONS}, got "{down_act}"')
-        if block not in BLOCKS:
-            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.BLOCK must be one of {BLOCKS}, got "{block}"')
         width = down_dims[-1]
         if width % n_heads:
             raise ValueError(f"attention width {width} (last DOWN_DIMS entry) is not divisible by N_HEADS {n_heads}")
@@ -276,49 +272,41 @@ class AttnMMAdapter(TrainerX):
     def check_cfg(self, cfg):
         node = cfg.TRAINER.ATTN_MM_ADAPTER
         check_prec(node.PREC, "TRAINER.ATTN_MM_ADAPTER.PREC")
-        if node.MASK not in MASKS:
-            raise ValueError(f'TRAINER.ATTN_MM_ADAPTER.MASK must be one of {MASKS}, got "{node.MASK}"')
         if node.PATIENCE > 0 and (cfg.TEST.FINAL_MODEL != "best_val" or cfg.TEST.NO_TEST):
             raise ValueError("TRAINER.ATTN_MM_ADAPTER.PATIENCE > 0 (early stopping) needs "
                              "TEST.FINAL_MODEL best_val and TEST.NO_TEST False: it watches val accuracy")
-        if cfg.INPUT.GAUSSIAN_NOISE_STD < 0:
-            raise ValueError("INPUT.GAUSSIAN_NOISE_STD must be >= 0")
+        if node.NOISE_STD < 0:
+            raise ValueError("TRAINER.ATTN_MM_ADAPTER.NOISE_STD must be >= 0")
 
-    def build_data_loader(self):
-        """The engine's loaders; without augmentation the training images get the test transform."""
-        custom_tfm_train = None
-        if not self.cfg.TRAINER.ATTN_MM_ADAPTER.TRAIN_AUG:
-            # Removing random_resized_crop from INPUT.TRANSFORMS is not the same: Dassl would then
-            # resize to a 224 x 224 square instead of resizing the shorter side and center-cropping.
-            print("No training augmentation (TRAIN_AUG False): training images get the test transform")
-            custom_tfm_train = build_transform(self.cfg, is_train=False)
-        # Kept here for the training-feature cache: upstream Dassl's DataManager does not keep it.
-        self.train_transform = custom_tfm_train
-        dm = DataManager(self.cfg, custom_tfm_train=custom_tfm_train)
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u
-        self.val_loader = dm.val_loader
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = dm.num_source_domains
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
+    def build_train_transform(self):
+        """Without augmentation (``TRAIN_AUG False``) the training images get the test transform.
+
+        Removing random_resized_crop from INPUT.TRANSFORMS is not the same: Dassl would then resize to
+        a square instead of resizing the shorter side and center-cropping.
+        """
+        if self.cfg.TRAINER.ATTN_MM_ADAPTER.TRAIN_AUG:
+            return None
+        if self.__dict__.get("train_transform") is None:  # built once, kept for the training-feature cache
+            self.train_transform = build_transform(self.cfg, is_train=False)
+        return self.train_transform
 
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.ATTN_MM_ADAPTER
         classnames = self.dm.dataset.classnames
+        train_transform = self.build_train_transform()
+        if train_transform is not None:
+            print("No training augmentation (TRAIN_AUG False): training images get the test transform")
+            # Upstream Dassl's build_data_loader does not call build_train_transform.
+            self.train_loader_x.dataset.transform = train_transform
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)
         logit_scale = clip_model.logit_scale.detach().float().exp()  # taken in fp32, before any cast
-        prec = node.PREC
-        if prec == "fp16" and self.device.type != "cuda":
-            print("Note: PREC fp16 needs a GPU; the frozen CLIP runs in fp32 on the CPU")
-            prec = "fp32"
-        clip_model = clip_model.to(self.device)
+        prec = run_precision(node.PREC, self.device, "the frozen CLIP")
         if prec == "fp16":
-            clip_model.half()
+            to_openai_fp16(clip_model)  # the reference's fp16 CLIP on CUDA; the adapter stays fp32
+        clip_model = clip_model.to(self.device)
         for param in clip_model.parameters():
             param.requires_grad_(False)
 
@@ -334,6 +322,8 @@ class AttnMMAdapter(TrainerX):
             text_features.shape[1], down_dims=node.DOWN_DIMS, down_act=node.DOWN_ACT, n_heads=node.N_HEADS,
             up_dims=node.UP_DIMS, block=node.BLOCK,
         )
+        if cfg.MODEL.INIT_WEIGHTS:  # the adapter has no class-dependent tensors
+            load_init_weights(adapter, cfg.MODEL.INIT_WEIGHTS)
         self.model = AttnMMAdapterCLIP(
             clip_model, adapter, text_features, logit_scale, ratio=node.RATIO, mask=node.MASK,
             adapt_text=node.ADAPT_TEXT, prec=prec,
@@ -343,8 +333,8 @@ class AttnMMAdapter(TrainerX):
         self.optim = build_optimizer(adapter, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
-        self.epochs_without_improvement = 0  # early stopping (PATIENCE); part of the resume state
-        self.stop_training = False  # set by early stopping (upstream Dassl's engine has no such flag)
+        self.early_stopping = EarlyStopping(node.PATIENCE)
+        self.stop_training = False  # our engine has the flag; upstream Dassl's has not (see run_epoch)
         install_feature_cache(self, self.model.encode_images, clip_model.visual,
                               f"AttnMMAdapterCLIP.encode_images (prec {prec})")
 
@@ -353,14 +343,14 @@ class AttnMMAdapter(TrainerX):
     def trains_on_cached_features(self):
         """Training features can be cached when the training images are the same in every epoch."""
         node = self.cfg.TRAINER.ATTN_MM_ADAPTER
-        return node.CACHE_FEATURES and not node.TRAIN_AUG and self.cfg.INPUT.GAUSSIAN_NOISE_STD == 0
+        return node.CACHE_FEATURES and not node.TRAIN_AUG and node.NOISE_STD == 0
 
     def image_features(self, batch, train):
         """[B, E] image features of a batch of cached features or of images (noised when training)."""
         if FEATURE_KEY in batch:
             return batch[FEATURE_KEY].to(self.device)
         images = batch["img"].to(self.device)
-        noise_std = self.cfg.INPUT.GAUSSIAN_NOISE_STD
+        noise_std = self.cfg.TRAINER.ATTN_MM_ADAPTER.NOISE_STD
         if train and noise_std > 0:
             # A fresh draw at every step, so every epoch sees new noise (as the public code's
             # transform does); unlike the public code, val and test images stay clean.
@@ -372,9 +362,6 @@ class AttnMMAdapter(TrainerX):
 
     def parse_batch_test(self, batch):
         return self.image_features(batch, train=False), batch["label"].to(self.device)
-
-    def model_inference(self, image_features):
-        return self.model(image_features)
 
     def prepare_bench_batch(self, batch):
         """For bench/bench_step.py: with the training cache on, the epoch loop feeds features, not images."""
@@ -390,33 +377,20 @@ class AttnMMAdapter(TrainerX):
         loss = F.cross_entropy(logits, label)
         # The adapter computes in fp32 and CLIP has no gradients, so no gradient scaler is needed.
         self.model_backward_and_update(loss)
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        return finish_step(self, loss, logits, label)
 
     def before_train(self):
         super().before_train()  # resumes an interrupted run, early-stopping counter included
-        if not self.cfg.TRAINER.ATTN_MM_ADAPTER.CACHE_FEATURES:
+        node = self.cfg.TRAINER.ATTN_MM_ADAPTER
+        if not node.CACHE_FEATURES:
             print("Feature cache off (CACHE_FEATURES False): images are encoded at every step")
             return
-        encode = self.model.encode_images
-        if self.trains_on_cached_features():
-            items = self.dm.dataset.train_x
-            loader = sequential_loader(self.cfg, items, self.train_transform)
-            cache = compute_image_features(encode, loader, self.device)
-            self.train_loader_x = feature_loader_like(self.train_loader_x, cache)
-            print(f"Training on cached image features ({len(cache):,} images, encoded once)")
-        elif self.cfg.INPUT.GAUSSIAN_NOISE_STD > 0:
-            print("Gaussian noise on training images: training features are recomputed at every step")
-        else:
-            print("Training augmentation on (TRAIN_AUG True): training features are recomputed at every step")
-        evaluates_val = self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST
-        on_disk = isinstance(self.val_loader, CachedFeatureLoader)  # EVAL_CACHE.FEATURES: already cached
-        if evaluates_val and self.val_loader is not None and not on_disk:
-            # The val split goes through the deterministic test transform: encode it once.
-            cache = compute_image_features(encode, self.val_loader, self.device)
-            self.val_loader = feature_loader_like(self.val_loader, cache)
-            print(f"Validating on cached image features ({len(cache):,} images, encoded once)")
+        if not self.trains_on_cached_features():
+            why = "Gaussian noise on training images" if node.NOISE_STD > 0 else "Training augmentation on"
+            print(f"{why}: training features are recomputed at every step")
+        cache_epoch_features(self, self.model.encode_images,
+                             self.train_transform if self.trains_on_cached_features() else None,
+                             val_cached=isinstance(self.val_loader, CachedFeatureLoader))  # EVAL_CACHE.FEATURES
 
     def run_epoch(self):
         # Our engine ends its epoch loop once stop_training is set; upstream Dassl's loop runs on,
@@ -430,25 +404,19 @@ class AttnMMAdapter(TrainerX):
             return
         best_before = self.best_result
         super().after_epoch()
-        patience = self.cfg.TRAINER.ATTN_MM_ADAPTER.PATIENCE
-        if patience <= 0:
-            return
-        if self.best_result > best_before:  # strict improvement: model-best.pth.tar was written
-            self.epochs_without_improvement = 0
-        else:
-            self.epochs_without_improvement += 1
-        last_epoch = (self.epoch + 1) == self.max_epoch
-        if self.epochs_without_improvement >= patience and not last_epoch:
-            print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last {patience} "
-                  f"epoch(s) (best {self.best_result:.1f}% after epoch {getattr(self, 'best_epoch', '?')})")
+        # A strict improvement is what wrote model-best.pth.tar.
+        if self.early_stopping.should_stop(self.best_result > best_before, (self.epoch + 1) == self.max_epoch):
+            print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last "
+                  f"{self.early_stopping.patience} epoch(s) (best {self.best_result:.1f}% after epoch "
+                  f"{getattr(self, 'best_epoch', '?')})")
             self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
             self.stop_training = True  # our engine's epoch loop ends here (upstream's: see run_epoch)
 
     def extra_resume_state(self):
-        return {"epochs_without_improvement": self.epochs_without_improvement}
+        return {"epochs_without_improvement": self.early_stopping.epochs_without_improvement}
 
     def load_extra_resume_state(self, state):
-        self.epochs_without_improvement = state["epochs_without_improvement"]
+        self.early_stopping.epochs_without_improvement = state["epochs_without_improvement"]
 
     def load_model(self, directory, epoch=None):
         """Our checkpoints, or the reference code's files (``--model-dir`` = its output folder or a file).

@@ -15,17 +15,16 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip import load_clip_to_cpu
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
-from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
+from .common.eval_inputs import clip_image_features, install_clip_feature_cache
+from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
 from .common.templates import class_prompts, template_for
-from .common.utils import (
-    PRECISIONS, check_prec, cross_entropy_step, freeze_except, make_grad_scaler, report_trainable,
-    text_features_for_prompts,
-)
+from .common.trainer import CrossEntropyTrainer
+from .common.utils import freeze_except, report_trainable, text_features_for_prompts
 
 MODEL_NAME = "clip_adapter"
 
@@ -62,18 +61,20 @@ class Adapter(nn.Module):
 
 
 class AdapterCLIP(nn.Module):
-    """Frozen CLIP, the visual adapter and the fixed text classifier; ``forward(images) -> logits [B, n_cls]``."""
+    """Frozen CLIP, the visual adapter and the fixed text classifier; ``forward(images) -> logits [B, n_cls]``.
 
-    def __init__(self, cfg, classnames, clip_model):
+    ``prompts``: one per class; ``ratio``: the adapter's weight in the blend; ``reduction``: the
+    bottleneck factor; ``cache_text_features`` False recomputes the classifier in every forward.
+    """
+
+    def __init__(self, clip_model, prompts, ratio=0.2, reduction=4, cache_text_features=True):
         super().__init__()
-        node = cfg.TRAINER.CLIP_ADAPTER
         self.clip_model = clip_model
         # c comes from the backbone (512 for ViT-B/16, 1024 for RN50); the reference hard-codes 1024.
-        self.adapter = Adapter(clip_model.visual.output_dim, node.REDUCTION)
-        self.ratio = node.RATIO
-        self.prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
-        print(f"Prompts (first of {len(self.prompts)}): {self.prompts[0]!r}")
-        self.cache_text_features = node.CACHE_TEXT_FEATURES
+        self.adapter = Adapter(clip_model.visual.output_dim, reduction)
+        self.ratio = ratio
+        self.prompts = prompts
+        self.cache_text_features = cache_text_features
         self._text_features = None
 
     def text_features(self):
@@ -101,7 +102,7 @@ class AdapterCLIP(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class CLIP_Adapter(TrainerX):
+class CLIP_Adapter(CrossEntropyTrainer):
     """CLIP-Adapter: trains the visual adapter with cross-entropy (clip_adapter.md §4)."""
 
     def check_cfg(self, cfg):
@@ -109,15 +110,19 @@ class CLIP_Adapter(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        self.prec = cfg.TRAINER.CLIP_ADAPTER.PREC
-        classnames = self.dm.dataset.classnames
+        node = cfg.TRAINER.CLIP_ADAPTER
+        self.prec = run_precision(node.PREC, self.device, "CLIP-Adapter")
 
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)  # fp32
-        print("Building CLIP-Adapter")
-        self.model = AdapterCLIP(cfg, classnames, clip_model)
         if self.prec == "fp16":
-            self.model.half()
+            to_openai_fp16(clip_model)
+        print("Building CLIP-Adapter")
+        prompts = class_prompts(template_for(cfg.DATASET.NAME), self.dm.dataset.classnames)
+        print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
+        self.model = AdapterCLIP(clip_model, prompts, node.RATIO, node.REDUCTION, node.CACHE_TEXT_FEATURES)
+        if self.prec == "fp16":
+            self.model.adapter.half()  # trained in CLIP's dtype, as the CoOp family's fp16 mode does
         freeze_except(self.model, ["adapter"])
         report_trainable(self.model)
         if cfg.MODEL.INIT_WEIGHTS:
@@ -129,16 +134,6 @@ class CLIP_Adapter(TrainerX):
         self.register_model(MODEL_NAME, self.model.adapter, self.optim, self.sched)
         self.scaler = make_grad_scaler(self.prec, self.device)
         install_clip_feature_cache(self, clip_model)
-
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def parse_batch_test(self, batch):
-        return eval_batch(batch, self.device)
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         """``<dir>/clip_adapter/model.pth.tar-<epoch>``; the adapter does not depend on the class list.

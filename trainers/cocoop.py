@@ -25,13 +25,12 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY
 
-from .common.eval_inputs import eval_batch
-from .common.precision import PRECISIONS, check_prec
-from .common.utils import cross_entropy_step
+from .common.precision import PRECISIONS, check_prec, frozen_clip
+from .common.trainer import CrossEntropyTrainer
 from .coop import (
-    PromptLearner, frozen_clip, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
+    PromptLearner, frozen_image_features, l2_normalize, load_prompt_learner, setup_prompt_learner,
 )
 
 __all__ = ["add_config", "meta_net", "ConditionalPromptLearner", "CoCoOpCLIP", "CoCoOp"]
@@ -124,7 +123,7 @@ class CoCoOpCLIP(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 @TRAINER_REGISTRY.register()
-class CoCoOp(TrainerX):
+class CoCoOp(CrossEntropyTrainer):
     """CoCoOp: trains the context and the Meta-Net with cross-entropy; CLIP stays frozen (cocoop.md §4-§6)."""
 
     def check_cfg(self, cfg):
@@ -144,16 +143,8 @@ class CoCoOp(TrainerX):
         self.model = CoCoOpCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.PROMPTS_PER_CALL)
         setup_prompt_learner(self, learner)
 
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def parse_batch_test(self, batch):
-        return eval_batch(batch, self.device)
-
     def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        summary = cross_entropy_step(self, image, label)
-        return {"loss": summary["loss"]}  # the reference logs the loss only
+        return {"loss": super().forward_backward(batch)["loss"]}  # the reference logs the loss only
 
     def load_model(self, directory, epoch=None):
         load_prompt_learner(self, directory, epoch)

@@ -37,18 +37,15 @@ ENGINE_MINIMUMS = {"DATALOADER.TRAIN_X.BATCH_SIZE": 1, "DATALOADER.TEST.BATCH_SI
 
 def extend_cfg(cfg):
     """Add every key a project YAML or command line may set (framework.md §4.3)."""
-    from . import TRAINER_MODULES
+    from . import CONFIG_NODES
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
     cfg.DATASET.SKIP_BAD_IMAGES = False  # skip unreadable images with a warning instead of failing
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # "" = official weights, a file path, or "random"
-    cfg.TASK = "B2N"  # B2N, CD or FS (read by MMRL and MMRL++)
     add_eval_cache_config(cfg)
 
-    for module in TRAINER_MODULES:
-        add_config = getattr(module, "add_config", None)
-        if add_config is not None:
-            add_config(cfg)
+    for add_config in CONFIG_NODES:
+        add_config(cfg)
 
 
 def add_eval_cache_config(cfg):
@@ -70,22 +67,17 @@ def add_eval_cache_config(cfg):
 
 def apply_dataset_overrides(cfg):
     """Per-dataset settings of a method (e.g. MMRL's λ table): after the YAMLs and flags, before opts."""
-    from . import TRAINER_MODULES
+    from . import DATASET_OVERRIDES
 
-    for module in TRAINER_MODULES:
-        apply = getattr(module, "apply_dataset_overrides", None)
-        if apply is not None:
-            apply(cfg)
+    for apply in DATASET_OVERRIDES:
+        apply(cfg)
 
 
 def config_choices():
     """``{dotted key: allowed values}``: the engine's and every trainer module's ``CONFIG_CHOICES``."""
-    from . import TRAINER_MODULES
+    from . import CONFIG_CHOICES
 
-    choices = dict(ENGINE_CHOICES)
-    for module in TRAINER_MODULES:
-        choices.update(getattr(module, "CONFIG_CHOICES", {}))
-    return choices
+    return {**ENGINE_CHOICES, **CONFIG_CHOICES}
 
 
 def _value(cfg, key):

@@ -23,19 +23,20 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import load_clip_to_cpu, model_dtype, tokenize
+from clip import model_dtype, tokenize
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TRAINER_REGISTRY
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
-from .common.eval_cache import EvalCache
-from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
-from .common.utils import cross_entropy_step, report_trainable
+from .common.eval_cache import TensorCache
+from .common.eval_inputs import clip_image_features, install_clip_feature_cache
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
+from .common.trainer import CrossEntropyTrainer
+from .common.utils import report_trainable
 
 __all__ = [
-    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_clip", "frozen_image_features", "setup_prompt_learner",
+    "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_image_features", "setup_prompt_learner",
     "load_prompt_learner",
 ]
 
@@ -186,7 +187,7 @@ class CoOpCLIP(nn.Module):
         self.prompt_learner = prompt_learner
         tokens = prompt_learner.tokenized_prompts
         self.text_length = prompt_length(tokens) if truncate_text else tokens.shape[1]
-        self.text_cache = EvalCache(prompt_learner, enabled=cache_eval_text)
+        self.text_cache = TensorCache(self, learner=prompt_learner, enabled=cache_eval_text)
 
     def encode_text(self):
         """g(t_c) for all C prompts [C, D] (not normalised)."""
@@ -196,7 +197,7 @@ class CoOpCLIP(nn.Module):
 
     def text_features(self):
         """Normalised text features [C, D]: every call in training, once per evaluation."""
-        return self.text_cache.get(lambda: l2_normalize(self.encode_text()), self.clip_model.logit_scale.device)
+        return self.text_cache.get(lambda: l2_normalize(self.encode_text()))
 
     def forward(self, images):
         text_features = self.text_features()
@@ -207,26 +208,6 @@ class CoOpCLIP(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Trainer (the pieces CoCoOp shares come first)
 # ---------------------------------------------------------------------------------------------
-
-def frozen_clip(cfg, prec, device):
-    """CLIP for a prompt learner, frozen, and the precision the run uses: ``(clip_model, prec)``.
-
-    ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
-    """
-    prec = run_precision(prec, device, cfg.TRAINER.NAME)
-    print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-    clip_model = load_clip_to_cpu(cfg)
-    size = clip_model.visual.image_size
-    size = size if isinstance(size, int) else size[0]
-    if cfg.INPUT.SIZE[0] != size:
-        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} must match the input size {size} of "
-                         f"{cfg.MODEL.BACKBONE.NAME}; set INPUT.SIZE ({size}, {size})")
-    for param in clip_model.parameters():
-        param.requires_grad_(False)
-    if prec == "fp16":
-        to_openai_fp16(clip_model)
-    return clip_model, prec
-
 
 def setup_prompt_learner(trainer, learner):
     """Report what trains; MODEL.INIT_WEIGHTS, optimiser and scheduler of ``learner``, registered as
@@ -260,7 +241,7 @@ def load_prompt_learner(trainer, directory, epoch=None):
 
 
 @TRAINER_REGISTRY.register()
-class CoOp(TrainerX):
+class CoOp(CrossEntropyTrainer):
     """CoOp: trains the context with cross-entropy; CLIP stays frozen (coop.md §4-§6)."""
 
     def check_cfg(self, cfg):
@@ -281,16 +262,6 @@ class CoOp(TrainerX):
                                 node.CLASS_TOKEN_POSITION)
         self.model = CoOpCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.CACHE_EVAL_TEXT)
         setup_prompt_learner(self, learner)
-
-    def parse_batch_train(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
-    def parse_batch_test(self, batch):
-        return eval_batch(batch, self.device)
-
-    def forward_backward(self, batch):
-        image, label = self.parse_batch_train(batch)
-        return cross_entropy_step(self, image, label)
 
     def load_model(self, directory, epoch=None):
         load_prompt_learner(self, directory, epoch)

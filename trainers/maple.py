@@ -22,14 +22,15 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
+from clip import layerwise, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
-from .common.eval_inputs import install_image_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.eval_cache import TensorCache
+from .common.eval_images import install_image_cache
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import cross_entropy_step, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
@@ -156,9 +157,9 @@ class MaPLeCLIP(nn.Module):
     """Frozen CLIP plus the prompt learner; ``forward(images [B, 3, H, W]) -> logits [B, C]``.
 
     Caches (switchable; same numbers as the direct path): in eval mode the prompts and the text
-    features are computed once and reused until the learner trains or loads weights. The text
-    tower runs on the positions up to the longest prompt's EOT (``truncate_text``): under the
-    causal mask later positions cannot affect any EOT feature.
+    features are computed once per evaluation (``eval_cache``). The text tower runs on the
+    positions up to the longest prompt's EOT (``truncate_text``): under the causal mask later
+    positions cannot affect any EOT feature.
     """
 
     def __init__(self, clip_model, prompt_learner, truncate_text=True, cache_eval_text=True):
@@ -167,13 +168,8 @@ class MaPLeCLIP(nn.Module):
         self.prompt_learner = prompt_learner
         tokens = prompt_learner.tokenized_prompts
         self.text_length = layerwise.prompt_length(tokens) if truncate_text else tokens.shape[1]
-        self.cache_eval_text = cache_eval_text
-        self._eval_cache = None  # (ŵ [C, D], P^v_1, deep vision prompts) while the learner is in eval mode
-        # New weights (checkpoint loading, resuming) make the cache stale.
-        prompt_learner.register_load_state_dict_post_hook(lambda module, keys: self.clear_eval_cache())
-
-    def clear_eval_cache(self):
-        self._eval_cache = None
+        # ŵ and the vision prompts, once per evaluation (trainers/common/eval_cache.py).
+        self.eval_cache = TensorCache(self, learner=prompt_learner, enabled=cache_eval_text)
 
     def encode_text(self, text, deep_text):
         """Text features w [C, D]: positions added to the block-1 input, T_k replaces the context before block k + 2."""
@@ -197,20 +193,13 @@ class MaPLeCLIP(nn.Module):
         return layerwise.image_head(visual, x)
 
     def text_side(self):
-        """ŵ [C, D] and the vision prompts; once per training step, once per evaluation in eval mode."""
-        if self.prompt_learner.training or not self.cache_eval_text:
-            self._eval_cache = None
-        elif self._eval_cache is not None:
-            return self._eval_cache
+        """ŵ [C, D] (normalised), P^v_1 and the deep vision prompts, from the prompt learner."""
         prompts = self.prompt_learner(self.text_length)
         text_features = _normalize(self.encode_text(prompts.text, prompts.deep_text))
-        out = (text_features, prompts.visual, prompts.deep_visual)
-        if not self.prompt_learner.training and self.cache_eval_text:
-            self._eval_cache = (text_features.detach(), prompts.visual.detach(), [p.detach() for p in prompts.deep_visual])
-        return out
+        return text_features, prompts.visual, prompts.deep_visual
 
     def forward(self, images):
-        text_features, visual_prompt, deep_visual = self.text_side()
+        text_features, visual_prompt, deep_visual = self.eval_cache.get(self.text_side)  # once per evaluation
         image_features = _normalize(self.encode_image(images, visual_prompt, deep_visual))
         return self.clip.logit_scale.exp() * image_features @ text_features.t()
 
@@ -240,19 +229,12 @@ class MaPLe(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.MAPLE
-        self.prec = run_precision(node.PREC, self.device, "MaPLe")
         if node.CTX_INIT and node.N_CTX > MAX_INIT_CTX:
             print(f"Note: CTX_INIT is ignored for N_CTX > {MAX_INIT_CTX} (as in the reference); random context")
-
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)  # ctx and proj follow CLIP's dtype
         depth = min(len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
         if node.PROMPT_DEPTH > depth:
             raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH {node.PROMPT_DEPTH} exceeds the {depth} blocks of the backbone")
-        for param in clip_model.parameters():
-            param.requires_grad_(False)
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)  # ctx and proj follow CLIP's dtype
 
         print("Building MaPLe (multi-modal prompt learner)")
         learner = MultiModalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,

@@ -11,6 +11,8 @@ Top to bottom: the gradient-scale operation, the adapter modules, the adapter le
 as ``adapter_learner``; its state-dict keys are the reference code's), the CLIP wrapper with its
 caches, the trainer. Spec: mma.md.
 """
+from typing import List
+
 import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
@@ -20,7 +22,8 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
-from .common.eval_inputs import install_image_cache
+from .common.eval_cache import TensorCache
+from .common.eval_images import install_image_cache
 from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
 from .common.utils import cross_entropy_step, freeze_except, report_trainable
 
@@ -99,16 +102,16 @@ def shared_projection(bottleneck):
 
 
 class AdapterLearner(nn.Module):
-    """All MMA parameters plus the fixed prompt buffers.
+    """All MMA parameters plus the fixed prompt buffers; the owner of START, END and s.
 
     Each list has one slot per depth 0..L (13 for 12-block towers); slot i holds the adapters of
-    block i, slot 0 those of the embeddings (used only when ADAPTER_START is 0), and slots outside
-    [START, END] hold an ``EmptySlot`` (no parameters, no state-dict keys). Keys therefore read
+    block i, slot 0 those of the embeddings (used only when ``start`` is 0), and slots outside
+    [start, end] hold an ``EmptySlot`` (no parameters, no state-dict keys). Keys therefore read
     ``text_adapter.<i>.down.0.weight``, ``text_adapter.<i>.up.bias``, ``shared_adapter.<i>.0.weight``,
     as in the reference code.
     """
 
-    def __init__(self, clip_model, prompts, start, end, bottleneck, scale):
+    def __init__(self, clip_model, prompts: List[str], start: int, end: int, bottleneck: int, scale: float):
         super().__init__()
         depth = len(clip_model.transformer.resblocks)
         vision_depth = len(clip_model.visual.transformer.resblocks)
@@ -117,6 +120,7 @@ class AdapterLearner(nn.Module):
         if not 0 <= start <= end <= depth:
             raise ValueError(
                 f"Need 0 <= ADAPTER_START <= ADAPTER_END <= {depth}; got START {start}, END {end}")
+        self.start, self.end, self.scale = start, end, scale
         adapted = range(start, end + 1)
         text_width = clip_model.transformer.width
         vision_width = clip_model.visual.transformer.width
@@ -126,7 +130,6 @@ class AdapterLearner(nn.Module):
             [BottleneckAdapter(vision_width, bottleneck) if i in adapted else EmptySlot() for i in range(depth + 1)])
         self.shared_adapter = nn.ModuleList(
             [shared_projection(bottleneck) if i in adapted else EmptySlot() for i in range(depth + 1)])
-        self.scale = scale
         self._init_weights()
 
         # The prompts are fixed: tokenised and embedded once with the frozen token embedding.
@@ -142,12 +145,21 @@ class AdapterLearner(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
-    def adapt(self, modality, i, z):
+    @property
+    def first_block(self) -> int:
+        """The first adapted block (1-based); below it both towers are frozen CLIP."""
+        return max(self.start, 1)
+
+    def adapt(self, modality: str, i: int, z: torch.Tensor) -> torch.Tensor:
         """A^m_i(z) = U(relu(S(relu(D(z))))) for ``modality`` "text" or "visual"; ``z`` [N, tokens, width]."""
         adapter = (self.text_adapter if modality == "text" else self.visual_adapter)[i]
         return adapter.up(self.shared_adapter[i](adapter.down(z)))
 
-    def branch(self, modality, i, block, x):
+    def adapt_embeddings(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Slot 0 (START 0): x + s * A_0(x) on the embeddings, without LayerNorm or gradient rescaling."""
+        return x + self.scale * self.adapt(modality, 0, x) if self.start == 0 else x
+
+    def branch(self, modality: str, i: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The branch of block i on its input ``x``: s * A(LN1(x)), with the reference's gradient rescaling.
 
         The gradient is scaled by s on the way into LN1 and by 1/s on the way out of the scaled
@@ -158,130 +170,93 @@ class AdapterLearner(nn.Module):
         return scale_gradient(self.scale * self.adapt(modality, i, z), 1.0 / self.scale)
 
 
+def mma_prompts(prefix: str, classnames: List[str]) -> List[str]:
+    """The fixed prompts "<TEXT_CTX_INIT> <class name>."."""
+    return [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
+
+
 # ---------------------------------------------------------------------------------------------
 # CLIP with the adapters wired in
 # ---------------------------------------------------------------------------------------------
 
-def _autocast_state(device):
-    return torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
+def l2_normalize(x):
+    return x / x.norm(dim=-1, keepdim=True)
 
 
 class MultiModalAdapterCLIP(nn.Module):
     """Frozen CLIP plus ``adapter_learner``; ``forward(images [B,3,H,W]) -> logits [B, n_cls]``.
 
-    Caches (each can be switched off and gives the same numbers as the direct path):
-    - the text hidden states entering the first adapted block, which depend only on the fixed
-      prompts and the frozen blocks below it: computed once per run (per autocast setting);
-    - in eval mode, the text features: computed once, dropped whenever the learner is back in
-      training mode or loads new weights.
-    The text tower runs only up to the longest prompt's end-of-text position (TRUNCATE_TEXT): under
-    the causal mask later positions cannot affect the features. The vision tower below the first
-    adapted block runs without autograd (images change every batch, so it is not cached).
+    Caches (``trainers/common/eval_cache.py``; each switchable, same numbers as the direct path):
+    ``lower_text`` holds the text hidden states entering the first adapted block (fixed prompts
+    through frozen blocks: once per run), ``text_cache`` the text features in eval mode (once per
+    evaluation). The text tower runs only up to the longest prompt's end-of-text position
+    (``truncate_text``): under the causal mask later positions cannot affect the features. The
+    vision tower below the first adapted block runs without autograd (images change every batch).
     """
 
-    def __init__(self, cfg, classnames, clip_model):
+    def __init__(self, clip_model, adapter_learner: AdapterLearner, truncate_text: bool = True,
+                 cache_frozen_text: bool = True, cache_eval_text: bool = True):
         super().__init__()
-        node = cfg.TRAINER.MMADAPTER
-        prefix = node.TEXT_CTX_INIT
-        prompts = [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
-        print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
         self.clip_model = clip_model
-        self.adapter_learner = AdapterLearner(
-            clip_model, prompts, node.ADAPTER_START, node.ADAPTER_END, node.ADAPTER_DIM, node.ADAPTER_SCALE)
-        self.start, self.end, self.scale = node.ADAPTER_START, node.ADAPTER_END, node.ADAPTER_SCALE
-        self.first_adapted_block = max(self.start, 1)
-        self.cache_frozen_text = node.CACHE_FROZEN_TEXT
-        self.truncate_text = node.TRUNCATE_TEXT
-        self.cache_eval_text = node.CACHE_EVAL_TEXT
-        self.clear_caches()
-        # New weights or prompt buffers (checkpoint loading, resuming) make every cache stale.
-        self.adapter_learner.register_load_state_dict_post_hook(lambda module, keys: self.clear_caches())
+        self.adapter_learner = adapter_learner
+        tokens = adapter_learner.tokenized_prompts
+        self.text_length = layerwise.prompt_length(tokens) if truncate_text else tokens.shape[1]
+        self.lower_text = TensorCache(self, enabled=cache_frozen_text)
+        self.text_cache = TensorCache(self, learner=adapter_learner, enabled=cache_eval_text)
 
-    def clear_caches(self):
-        self._frozen_text = {}  # (length, device, autocast state) -> hidden state [n_cls, length, d_t]
-        self._eval_text_features = None  # [n_cls, embed_dim], normalised
-        tokens = self.adapter_learner.tokenized_prompts
-        # Positions the text tower runs on; read from the prompts once, not at every step (a host sync).
-        self.text_length = layerwise.prompt_length(tokens) if self.truncate_text else tokens.shape[1]
-
-    # --- adapted blocks, shared by both towers ---
-
-    def adapted_blocks(self, modality, x, attn_mask=None):
-        """Blocks first_adapted..L of a tower on ``x`` [N, tokens, width], with the MMA branches added."""
+    def adapted_blocks(self, modality: str, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+        """Blocks first..L of a tower on ``x`` [N, tokens, width], with the MMA branches added up to END."""
+        learner = self.adapter_learner
         tower = self.clip_model if modality == "text" else self.clip_model.visual
         blocks = tower.transformer.resblocks
 
         def add_branch(i, x_in, x_out):
-            if i > self.end:
-                return x_out
-            return x_out + self.adapter_learner.branch(modality, i, blocks[i - 1], x_in)
+            return x_out + learner.branch(modality, i, blocks[i - 1], x_in) if i <= learner.end else x_out
 
-        return layerwise.run_blocks(blocks, x, attn_mask, first=self.first_adapted_block, after_block=add_branch)
+        return layerwise.run_blocks(blocks, x, attn_mask, first=learner.first_block, after_block=add_branch)
 
-    # --- text side ---
+    def text_input(self) -> torch.Tensor:
+        """Prompt embeddings (slot 0 applied) plus positions: ``[n_cls, L, d_t]``."""
+        x = self.adapter_learner.adapt_embeddings("text", self.adapter_learner.token_embedding[:, :self.text_length])
+        return x + self.clip_model.positional_embedding[:self.text_length].to(x.dtype)
 
-    def text_input(self, length):
-        """Prompt embeddings plus positions ``[n_cls, length, d_t]``; slot 0 acts before the positions."""
-        x = self.adapter_learner.token_embedding[:, :length]
-        if self.start == 0:  # embedding-level adapter: no LayerNorm, no gradient rescaling
-            x = x + self.scale * self.adapter_learner.adapt("text", 0, x)
-        return x + self.clip_model.positional_embedding[:length].to(x.dtype)
+    @torch.no_grad()
+    def lower_text_states(self) -> torch.Tensor:
+        """Frozen text blocks below the first adapted one on the fixed prompts: ``[n_cls, L, d_t]``."""
+        return layerwise.run_blocks(self.clip_model.transformer.resblocks, self.text_input(),
+                                    layerwise.causal_mask(self.clip_model, self.text_length),
+                                    last=self.adapter_learner.first_block - 1)
 
-    def frozen_text_hidden(self, length):
-        """Text hidden states entering the first adapted block (no autograd: nothing below trains)."""
-        device = self.adapter_learner.token_embedding.device
-        key = (length, device, _autocast_state(device))
-        if key in self._frozen_text:
-            return self._frozen_text[key]
-        with torch.no_grad():
-            x = self.text_input(length)
-            x = layerwise.run_blocks(self.clip_model.transformer.resblocks, x,
-                                     layerwise.causal_mask(self.clip_model, length),
-                                     first=1, last=self.first_adapted_block - 1)
-        if self.cache_frozen_text:
-            self._frozen_text[key] = x
-        return x
-
-    def encode_text(self):
+    def encode_text(self) -> torch.Tensor:
         """Text features of all class prompts, through the adapted text tower: ``[n_cls, embed_dim]``."""
-        tokens = self.adapter_learner.tokenized_prompts
-        length = self.text_length
         # With slot 0 the very first step trains, so nothing is frozen below the adapters.
-        x = self.text_input(length) if self.start == 0 else self.frozen_text_hidden(length)
-        x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, length))
-        return layerwise.text_head(self.clip_model, x, layerwise.eot_positions(tokens))
+        x = self.text_input() if self.adapter_learner.start == 0 else self.lower_text.get(self.lower_text_states)
+        x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, self.text_length))
+        return layerwise.text_head(self.clip_model, x, layerwise.eot_positions(self.adapter_learner.tokenized_prompts))
 
-    def text_features(self):
-        """Normalised text features; in eval mode computed once (without autograd) and reused."""
-        if self.adapter_learner.training or not self.cache_eval_text:
-            self._eval_text_features = None
-            features = self.encode_text()
-            return features / features.norm(dim=-1, keepdim=True)
-        if self._eval_text_features is None:
-            with torch.no_grad():
-                features = self.encode_text()
-            self._eval_text_features = features / features.norm(dim=-1, keepdim=True)
-        return self._eval_text_features
-
-    # --- image side ---
-
-    def encode_image(self, images):
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image features through the adapted vision tower: ``[B, embed_dim]``."""
         visual = self.clip_model.visual
         with torch.no_grad():  # the stem and the blocks below the first adapted block are frozen
             x = layerwise.image_embeddings(visual, images)
-            x = layerwise.run_blocks(visual.transformer.resblocks, x, first=1, last=self.first_adapted_block - 1)
-        if self.start == 0:  # slot 0 on ln_pre's output: no gradient rescaling
-            x = x + self.scale * self.adapter_learner.adapt("visual", 0, x)
-        x = self.adapted_blocks("visual", x)
-        return layerwise.image_head(visual, x)
+            x = layerwise.run_blocks(visual.transformer.resblocks, x, last=self.adapter_learner.first_block - 1)
+        x = self.adapter_learner.adapt_embeddings("visual", x)  # slot 0 on ln_pre's output
+        return layerwise.image_head(visual, self.adapted_blocks("visual", x))
 
-    def forward(self, images):
-        text_features = self.text_features()
-        image_features = self.encode_image(images)
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-        logit_scale = self.clip_model.logit_scale.exp()
-        return logit_scale * image_features @ text_features.t()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        text_features = self.text_cache.get(lambda: l2_normalize(self.encode_text()))  # once per evaluation
+        image_features = l2_normalize(self.encode_image(images))
+        return self.clip_model.logit_scale.exp() * image_features @ text_features.t()
+
+
+def build_mma_clip(clip_model, classnames: List[str], node) -> MultiModalAdapterCLIP:
+    """MMA's model from the ``TRAINER.MMADAPTER`` config node."""
+    prompts = mma_prompts(node.TEXT_CTX_INIT, classnames)
+    print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
+    learner = AdapterLearner(clip_model, prompts, node.ADAPTER_START, node.ADAPTER_END, node.ADAPTER_DIM,
+                             node.ADAPTER_SCALE)
+    return MultiModalAdapterCLIP(clip_model, learner, node.TRUNCATE_TEXT, node.CACHE_FROZEN_TEXT,
+                                 node.CACHE_EVAL_TEXT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,16 +274,15 @@ class MultiModalAdapter(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
-        self.prec = run_precision(cfg.TRAINER.MMADAPTER.PREC, self.device, "MMA")
-        classnames = self.dm.dataset.classnames
-
+        node = cfg.TRAINER.MMADAPTER
+        self.prec = run_precision(node.PREC, self.device, "MMA")
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip_to_cpu(cfg)  # fp32
         if self.prec == "fp16":
             to_openai_fp16(clip_model)  # mma.md §9: OpenAI's fp16 build; LayerNorms stay fp32
 
         print("Building MMA (multi-modal adapters)")
-        self.model = MultiModalAdapterCLIP(cfg, classnames, clip_model)
+        self.model = build_mma_clip(clip_model, self.dm.dataset.classnames, node)
         if self.prec == "fp16":
             self.model.adapter_learner.half()
         freeze_except(self.model, ADAPTER_LISTS)

@@ -18,27 +18,28 @@ zero-shot image target reuses this batch's blocks 1..J−1 instead of a second f
 """
 import copy
 from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu, tokenize
+from clip import layerwise, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from .common.checkpoint import load_adapted_model
-from .common.eval_inputs import install_image_cache
+from .common.checkpoint import load_adapted_model, load_init_weights, refuse_marked_checkpoints
+from .common.eval_cache import TensorCache
+from .common.eval_images import install_image_cache
+from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip, make_grad_scaler
 from .common.templates import class_prompts, template_for
-from .common.precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler, run_precision, to_openai_fp16
-from .common.utils import backward_and_step, report_trainable, text_features_for_prompts
+from .common.utils import backward_and_step, finish_step, report_trainable, text_features_for_prompts
 
 __all__ = [
     "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
     "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP", "MMRLOutput", "MMRL",
-    "representation_hook", "refuse_other_method",
+    "representation_hook",
 ]
 
 # The registered model's name = the checkpoint folder; reference releases before June 2025 used the second.
@@ -60,12 +61,6 @@ LOGIT_SCALE = 100.0
 
 TASKS = ("B2N", "CD", "FS")
 
-# Reference per-dataset settings (not task-dependent): they beat the YAML and lose to command-line opts.
-REG_WEIGHT_BY_DATASET = {
-    "StanfordCars": 7.0, "FGVCAircraft": 6.0, "SUN397": 6.0, "DescribableTextures": 6.0, "Food101": 5.0,
-    "OxfordFlowers": 4.0, "UCF101": 3.0, "ImageNet": 0.5, "Caltech101": 0.5, "OxfordPets": 0.2, "EuroSAT": 0.01,
-}
-REP_DIM_BY_DATASET = {"EuroSAT": 2048}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,17 +68,31 @@ REP_DIM_BY_DATASET = {"EuroSAT": 2048}
 # ---------------------------------------------------------------------------------------------
 
 def add_config(cfg):
-    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values)."""
-    cfg.TRAINER.MMRL = CN()
-    cfg.TRAINER.MMRL.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
-    cfg.TRAINER.MMRL.REG_WEIGHT = 1.0  # λ of both cosine regularisers
-    cfg.TRAINER.MMRL.REP_LAYERS = []  # 1-based blocks where the representation tokens are (re)inserted
-    cfg.TRAINER.MMRL.REP_DIM = 512  # d_r, width of the shared representation space
-    cfg.TRAINER.MMRL.N_REP_TOKENS = 5  # K
-    cfg.TRAINER.MMRL.PREC = "fp16"  # fp16, fp32 or amp
+    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values), and the
+    reference's top-level ``TASK`` (B2N, CD or FS; read by MMRL and MMRL++, set by the scripts).
+
+    λ and d_r come from per-dataset tables that are config nodes, so a YAML or the command line edits
+    them (``TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars 5.0``; datasets may be added). Order, as in
+    the reference (mmrl.md §10.4): ``REG_WEIGHT``/``REP_DIM`` in a YAML (the value for datasets
+    without an entry) < the dataset's entry < ``REG_WEIGHT``/``REP_DIM`` on the command line. The
+    run's config and log show the values used.
+    """
+    cfg.TASK = "B2N"
+    node = cfg.TRAINER.MMRL = CN()
+    node.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
+    node.REG_WEIGHT = 1.0  # λ of both cosine regularisers (a YAML's value: datasets without a table entry)
+    node.DATASET_REG_WEIGHT = CN({  # DATASET.NAME -> λ: the reference's table (mmrl.md §10.3)
+        "StanfordCars": 7.0, "FGVCAircraft": 6.0, "SUN397": 6.0, "DescribableTextures": 6.0, "Food101": 5.0,
+        "OxfordFlowers": 4.0, "UCF101": 3.0, "ImageNet": 0.5, "Caltech101": 0.5, "OxfordPets": 0.2, "EuroSAT": 0.01,
+    }, new_allowed=True)
+    node.REP_LAYERS = []  # 1-based blocks where the representation tokens are (re)inserted
+    node.REP_DIM = 512  # d_r, width of the shared representation space (as REG_WEIGHT)
+    node.DATASET_REP_DIM = CN({"EuroSAT": 2048}, new_allowed=True)  # DATASET.NAME -> d_r
+    node.N_REP_TOKENS = 5  # K
+    node.PREC = "fp16"  # fp16, fp32 or amp
     # Speed switches (project keys; both give the same numbers as the reference's direct path).
-    cfg.TRAINER.MMRL.SHARE_LOWER_LAYERS = True  # zero-shot image target reuses blocks 1..J-1 of the batch
-    cfg.TRAINER.MMRL.CACHE_TEXT_LOWER_LAYERS = True  # text blocks 1..J-1 on the fixed prompts once per run
+    node.SHARE_LOWER_LAYERS = True  # zero-shot image target reuses blocks 1..J-1 of the batch
+    node.CACHE_TEXT_LOWER_LAYERS = True  # text blocks 1..J-1 on the fixed prompts once per run
 
 
 # Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
@@ -91,16 +100,13 @@ CONFIG_CHOICES = {"TRAINER.MMRL.PREC": PRECISIONS, "TASK": TASKS}
 
 
 def apply_dataset_overrides(cfg):
-    """MMRL's per-dataset λ (and EuroSAT's d_r); called after the YAMLs and flags, before the opts."""
+    """The dataset's λ and d_r table entries; called after the YAMLs and flags, before the command-line opts."""
     if cfg.TRAINER.NAME != "MMRL":
         return
-    name = cfg.DATASET.NAME
-    if name in REG_WEIGHT_BY_DATASET:
-        cfg.TRAINER.MMRL.REG_WEIGHT = REG_WEIGHT_BY_DATASET[name]
-    if name in REP_DIM_BY_DATASET:
-        cfg.TRAINER.MMRL.REP_DIM = REP_DIM_BY_DATASET[name]
-    if name in REG_WEIGHT_BY_DATASET or name in REP_DIM_BY_DATASET:
-        print(f"MMRL settings for {name}: REG_WEIGHT {cfg.TRAINER.MMRL.REG_WEIGHT}, REP_DIM {cfg.TRAINER.MMRL.REP_DIM}")
+    node, name = cfg.TRAINER.MMRL, cfg.DATASET.NAME
+    for key, table in (("REG_WEIGHT", "DATASET_REG_WEIGHT"), ("REP_DIM", "DATASET_REP_DIM")):
+        if name in node[table]:
+            node[key] = node[table][name]
 
 
 def uses_fused_logits(cfg):
@@ -176,16 +182,6 @@ class MultiModalRepresentationLearner(nn.Module):
         return key.startswith(LEARNED_KEY_PREFIXES)
 
 
-def refuse_other_method(trainer_name):
-    """A ``check`` for ``load_adapted_model``: one clear error for the other method's checkpoint."""
-    def check(name, state_dict, path):
-        for other, marker in CHECKPOINT_MARKERS.items():
-            if other != trainer_name and any(k.startswith(marker) for k in state_dict):
-                raise RuntimeError(f'"{path}" is a checkpoint of trainer {other} (keys {marker}*), not {trainer_name}: '
-                                   f"evaluate it with --trainer {other}, or give a {trainer_name} output folder")
-    return check
-
-
 # ---------------------------------------------------------------------------------------------
 # The model: CLIP with representation tokens
 # ---------------------------------------------------------------------------------------------
@@ -215,12 +211,6 @@ def _normalize(x):
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def _autocast_key(device):
-    """The autocast state the text cache was computed under (its numbers depend on it)."""
-    kind = device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
-
-
 @dataclass
 class MMRLOutput:
     class_logits: torch.Tensor  # ℓ_c [B, C]
@@ -234,10 +224,13 @@ class MMRLCLIP(nn.Module):
     """Frozen CLIP plus the MMRL (or MMRL++) learner; classifies images among the fixed prompts' classes.
 
     ``beta``: weight of the fresh tokens at listed layers after the first (1 for MMRL, ``representation_hook``).
+    Caches (``trainers/common/eval_cache.py``; same numbers as the direct path): ``text_lower_cache``
+    holds blocks 1..J-1 on the fixed prompts (once per run), ``eval_cache`` the vision tokens and ŵ
+    (once per evaluation).
     """
 
-    def __init__(self, clip_model, learner, prompts, rep_layers, share_lower_layers=True,
-                 cache_text_lower_layers=True, beta=1.0):
+    def __init__(self, clip_model, learner: nn.Module, prompts: List[str], rep_layers: List[int],
+                 share_lower_layers: bool = True, cache_text_lower_layers: bool = True, beta: float = 1.0):
         super().__init__()
         self.clip = clip_model
         self.learner = learner
@@ -246,34 +239,24 @@ class MMRLCLIP(nn.Module):
         self.n_tokens = learner.n_tokens  # K
         self.beta = beta
         self.share_lower_layers = share_lower_layers
-        self.cache_text_lower_layers = cache_text_lower_layers
         tokens = tokenize(prompts)
         # Positions after the last EOT cannot affect any EOT feature under the causal mask.
         self.register_buffer("prompt_tokens", tokens[:, : layerwise.prompt_length(tokens)], persistent=False)
-        self._text_lower_cache = {}  # autocast state -> [C, L, d_t]
-        self._eval_cache = None  # (vision tokens by layer, ŵ) while the learner is in eval mode
-
-    def clear_eval_cache(self):
-        self._eval_cache = None
+        self.text_lower_cache = TensorCache(self, enabled=cache_text_lower_layers)
+        self.eval_cache = TensorCache(self, learner=learner)
 
     # -- text tower --------------------------------------------------------------------------
     @torch.no_grad()
-    def text_lower_states(self):
-        """Frozen blocks 1..J-1 on the fixed prompts: [C, L, d_t]; cached when enabled."""
-        key = _autocast_key(self.prompt_tokens.device)
-        if self.cache_text_lower_layers and key in self._text_lower_cache:
-            return self._text_lower_cache[key]
+    def text_lower_states(self) -> torch.Tensor:
+        """Frozen blocks 1..J-1 on the fixed prompts: [C, L, d_t]."""
         tokens = self.prompt_tokens
         x = layerwise.text_embeddings(self.clip, tokens)
-        x = layerwise.run_blocks(self.clip.transformer.resblocks, x,
-                                 attn_mask=layerwise.causal_mask(self.clip, tokens.shape[1]), last=self.first_layer - 1)
-        if self.cache_text_lower_layers:
-            self._text_lower_cache[key] = x
-        return x
+        return layerwise.run_blocks(self.clip.transformer.resblocks, x,
+                                    attn_mask=layerwise.causal_mask(self.clip, tokens.shape[1]), last=self.first_layer - 1)
 
-    def encode_text(self, text_tokens_by_layer):
+    def encode_text(self, text_tokens_by_layer: Dict[int, torch.Tensor]) -> torch.Tensor:
         """Text features w [C, D]: blocks J.. with the K tokens after SOT, causal mask of width L + K."""
-        x = self.text_lower_states()
+        x = self.text_lower_cache.get(self.text_lower_states)
         width = x.shape[1] + self.n_tokens
         hook = representation_hook(text_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
         x = layerwise.run_blocks(self.clip.transformer.resblocks, x, attn_mask=layerwise.causal_mask(self.clip, width),
@@ -315,23 +298,15 @@ class MMRLCLIP(nn.Module):
         return _normalize(features)
 
     # -- both --------------------------------------------------------------------------------
-    def tokens_and_text_features(self):
-        """Vision tokens by layer and ŵ [C, D]; computed once while the learner is in eval mode."""
-        if not self.learner.training and self._eval_cache is not None:
-            return self._eval_cache
+    def representations(self):
+        """The learner's vision tokens by layer and the normalised text features ŵ [C, D]."""
         vision, text = self.learner.representation_learner()
-        vision_by_layer = dict(zip(self.rep_layers, vision))
-        text_features = _normalize(self.encode_text(dict(zip(self.rep_layers, text))))
-        if self.learner.training:
-            self._eval_cache = None  # the learner changes from now on
-        else:
-            self._eval_cache = ({i: t.detach() for i, t in vision_by_layer.items()}, text_features.detach())
-        return vision_by_layer, text_features
+        return dict(zip(self.rep_layers, vision)), _normalize(self.encode_text(dict(zip(self.rep_layers, text))))
 
-    def forward(self, images, zero_shot_target=False):
-        vision_by_layer, text_features = self.tokens_and_text_features()
+    def forward(self, images: torch.Tensor, zero_shot_target: bool = False) -> MMRLOutput:
+        vision_tokens, text_features = self.eval_cache.get(self.representations)  # once per evaluation
         lower = self.image_lower_states(images)
-        class_features, rep_features = self.encode_image(lower, vision_by_layer)
+        class_features, rep_features = self.encode_image(lower, vision_tokens)
         class_logits = LOGIT_SCALE * _normalize(class_features) @ text_features.t()
         rep_logits = LOGIT_SCALE * _normalize(rep_features) @ text_features.t()
         zero_shot = None
@@ -389,25 +364,19 @@ class MMRL(TrainerX):
     def build_model(self):
         cfg = self.cfg
         mcfg = cfg.TRAINER[self.CONFIG_NODE]
-        self.prec = run_precision(mcfg.PREC, self.device, cfg.TRAINER.NAME)
         self.alpha = mcfg.ALPHA
         self.reg_weight = mcfg.REG_WEIGHT
         classnames = self.dm.dataset.classnames
         prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)
         print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
 
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
+        clip_model, self.prec = frozen_clip(cfg, mcfg.PREC, self.device)
         depth = min(len(clip_model.visual.transformer.resblocks), len(clip_model.transformer.resblocks))
         if mcfg.REP_LAYERS[-1] > depth:
             raise ValueError(f"TRAINER.{self.CONFIG_NODE}.REP_LAYERS {list(mcfg.REP_LAYERS)} exceed the {depth} "
                              "blocks of the backbone")
-        for p in clip_model.parameters():
-            p.requires_grad_(False)
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)
 
-        print(f"Building {cfg.TRAINER.NAME}")
+        print(f"Building {cfg.TRAINER.NAME}: λ (REG_WEIGHT) {mcfg.REG_WEIGHT}, d_r (REP_DIM) {mcfg.REP_DIM}")
         learner = self.build_learner(clip_model, mcfg)
         if self.prec == "fp16":
             learner.representation_learner.half()  # proj_rep stays fp32, cast in the forward (as the reference)
@@ -415,6 +384,8 @@ class MMRL(TrainerX):
         self.model = MMRLCLIP(clip_model, learner, prompts, mcfg.REP_LAYERS, mcfg.SHARE_LOWER_LAYERS,
                               mcfg.CACHE_TEXT_LOWER_LAYERS, beta).to(self.device)
         report_trainable(self.model)
+        if cfg.MODEL.INIT_WEIGHTS:
+            load_init_weights(learner, cfg.MODEL.INIT_WEIGHTS)  # by name and shape, as Dassl does
 
         # Zero-shot text target: the frozen CLIP on the single template, once per run.
         self.zero_shot_text_features = text_features_for_prompts(self.model.clip, prompts, self.device)
@@ -441,12 +412,7 @@ class MMRL(TrainerX):
                             out.zero_shot_image_features, out.text_features, self.zero_shot_text_features,
                             self.alpha, self.reg_weight)
         backward_and_step(self, loss, self.scaler)
-        logits = fused_logits(out.class_logits, out.rep_logits, self.alpha)
-        # Tensors: the engine's meters read them at the next log line, not at every step.
-        summary = {"loss": loss.detach(), "acc": compute_accuracy(logits, labels)[0]}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
-        return summary
+        return finish_step(self, loss, fused_logits(out.class_logits, out.rep_logits, self.alpha), labels)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -463,5 +429,4 @@ class MMRL(TrainerX):
         """Our checkpoints or the reference's (whole model, older folder name): trainable tensors only."""
         load_adapted_model(self, directory, epoch, folder_names={LEARNER_NAME: REFERENCE_FOLDERS},
                            keep=self.model.learner.is_learned_key,  # drops the frozen CLIP and prompt_embeddings
-                           check=refuse_other_method(self.cfg.TRAINER.NAME))
-        self.model.clear_eval_cache()
+                           check=refuse_marked_checkpoints(self.cfg.TRAINER.NAME, CHECKPOINT_MARKERS))

@@ -313,20 +313,32 @@ class TrainerBase:
             if self._optims[name] is not None:
                 self._optims[name].zero_grad()
 
-    def model_backward(self, loss):
+    def model_backward(self, loss, scaler=None):
+        """``loss.backward()``, scaled by ``scaler`` (a ``torch.amp.GradScaler``) when given."""
         self.detect_anomaly(loss)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
 
-    def model_update(self, names=None):
+    def model_update(self, names=None, scaler=None):
+        """Step the optimisers of ``names``; through ``scaler`` (then its update) when given."""
         names = self.get_model_names(names)
         for name in names:
             if self._optims[name] is not None:
-                self._optims[name].step()
+                if scaler is None:
+                    self._optims[name].step()
+                else:
+                    scaler.step(self._optims[name])
+        if scaler is not None:
+            scaler.update()
 
-    def model_backward_and_update(self, loss, names=None):
+    def model_backward_and_update(self, loss, names=None, scaler=None):
+        """zero_grad, backward and optimiser step of the models ``names`` (all by default).
+
+        ``scaler``: a GradScaler for fp16 autocast (an addition to upstream Dassl, whose methods take
+        no scaler; without it the calls are upstream's).
+        """
         self.model_zero_grad(names)
-        self.model_backward(loss)
-        self.model_update(names)
+        self.model_backward(loss, scaler)
+        self.model_update(names, scaler)
 
 
 class SimpleTrainer(TrainerBase):
@@ -352,11 +364,29 @@ class SimpleTrainer(TrainerBase):
         self.final_result = None  # the accuracy of the final test (after_train)
 
     def check_cfg(self, cfg):
-        """Hook for trainers to validate their config keys."""
+        """Check whether some variables in the config are set correctly.
+
+        Called first, before anything is built: raise on a bad value. For example, a trainer that
+        needs a class sampler checks ``DATALOADER.TRAIN_X.SAMPLER`` here.
+        """
         pass
 
+    def build_train_transform(self):
+        """The transform of the training images, or None for Dassl's (``build_transform(cfg, is_train=True)``).
+
+        An addition to upstream Dassl's engine, whose ``build_data_loader`` does not call it: a
+        trainer that overrides it and must also run on upstream checks ``uses_train_transform``.
+        """
+        return None
+
     def build_data_loader(self):
-        dm = DataManager(self.cfg)
+        """Create essential data-related attributes.
+
+        A re-implementation of this method must create the same attributes (self.dm is optional):
+        ``train_loader_x``, ``train_loader_u``, ``val_loader``, ``test_loader``, ``num_classes``,
+        ``num_source_domains``, ``lab2cname``.
+        """
+        dm = DataManager(self.cfg, custom_tfm_train=self.build_train_transform())
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
         self.val_loader = dm.val_loader
@@ -367,6 +397,12 @@ class SimpleTrainer(TrainerBase):
         self.dm = dm
 
     def build_model(self):
+        """Build and register the model.
+
+        The default builds a classification network made of a backbone, an optional head and a
+        linear classifier; a trainer that builds its own registers every trainable part with
+        ``register_model(name, model, optim, sched)``.
+        """
         cfg = self.cfg
         print("Building model")
         self.model = SimpleNet(cfg, cfg.MODEL, self.num_classes)

@@ -13,7 +13,10 @@ import torch
 from dassl.utils import load_pretrained_weights
 from harness.safe_load import CheckpointError, load_checkpoint_file
 
-__all__ = ["load_adapted_model", "load_init_weights", "find_reference_file", "load_reference_weights"]
+__all__ = [
+    "load_adapted_model", "refuse_marked_checkpoints", "load_init_weights", "find_reference_file",
+    "load_reference_weights",
+]
 
 
 def _find_model_file(directory, folder_names, model_file):
@@ -68,6 +71,20 @@ def load_adapted_model(trainer, directory, epoch=None, drop_keys=(), folder_name
                 f"missing trainable tensors {missing_trainable[:5]}, unexpected keys {sorted(unexpected)[:5]}. "
                 "Was it trained with a different config (e.g. ADAPTER_START/END or the backbone)?"
             )
+
+
+def refuse_marked_checkpoints(trainer_name, markers):
+    """A ``check`` for ``load_adapted_model`` where several trainers save under one folder name.
+
+    ``markers``: {trainer name: a key prefix only that trainer's checkpoints hold}. A checkpoint
+    marked as another trainer's is refused with one error naming the trainer to use instead.
+    """
+    def check(name, state_dict, path):
+        for other, marker in markers.items():
+            if other != trainer_name and any(k.startswith(marker) for k in state_dict):
+                raise RuntimeError(f'"{path}" is a checkpoint of trainer {other} (keys {marker}*), not {trainer_name}: '
+                                   f"evaluate it with --trainer {other}, or give a {trainer_name} output folder")
+    return check
 
 
 def find_reference_file(trainer, path, file_names, epoch=None):

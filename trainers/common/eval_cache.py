@@ -1,17 +1,29 @@
-"""A value that depends only on a learner's weights (e.g. text features of learned prompts that do
-not depend on the image), computed once per evaluation instead of once per test batch.
+"""Values a model computes from its own tensors, kept until those tensors change: the caches of the
+trainers (text hidden states of frozen blocks on fixed prompts, text features of learned prompts),
+all with one rule.
 
-    cache = EvalCache(learner)
-    text_features = cache.get(compute_text_features, device)
+    lower_text = TensorCache(model)                      # reads only the model's frozen tensors
+    hidden = lower_text.get(frozen_blocks_on_prompts)    # computed once per run (per autocast state)
+    text = TensorCache(model, learner=model.prompt_learner)
+    features = text.get(encode_prompts)                  # every call in training, once per evaluation
 
-In training mode ``get`` always calls ``compute`` (with autograd: the value trains) and forgets any
-stored value. In eval mode the first call computes without autograd and stores the result; later
-calls return it until the learner goes back to training mode, loads weights (``load_state_dict``,
-as resuming and ``--model-dir`` do), or the autocast state changes (its numbers depend on it).
+The rule. ``get(compute)`` returns the stored value while its key is unchanged, and otherwise calls
+``compute()`` without autograd and stores the result. The key is what the numbers depend on:
+- the autocast state on the model's device (None or the autocast dtype), and
+- the version and storage of every tensor the value reads: every in-place change (an optimiser
+  step, ``load_state_dict``, ``copy_``) bumps a tensor's version, and ``.to()`` / ``.half()`` give
+  it new storage. Without a ``learner`` the value reads only the tensors that do not require
+  gradients (CLIP's frozen weights, fixed prompt buffers), so training steps leave it valid; with
+  one it reads every tensor of the model.
+While ``learner`` is in training mode nothing is stored: there the value must carry gradients and
+the next step changes it, so ``get`` calls ``compute()`` with autograd (and drops what was stored).
+
+Not seen (as autograd does not see them either): writes through ``tensor.data``, and parameters
+replaced by other objects after the cache was made (e.g. ``load_state_dict(assign=True)``).
 """
 import torch
 
-__all__ = ["EvalCache", "autocast_state"]
+__all__ = ["TensorCache", "autocast_state"]
 
 
 def autocast_state(device):
@@ -20,24 +32,50 @@ def autocast_state(device):
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
-class EvalCache:
-    def __init__(self, learner, enabled=True):
+class TensorCache:
+    """One value computed from the tensors of ``model`` (see the module docstring for the rule).
+
+    ``enabled=False`` gives the direct path: ``get`` always calls ``compute()`` and stores nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module, learner: torch.nn.Module = None, enabled: bool = True):
         self.learner = learner
         self.enabled = enabled
+        # Parameters keep their identity through .to() and .half(); buffers are replaced, so they
+        # are looked up by owner and name at every call (a model has few).
+        self._parameters = list(model.parameters())
+        self._buffer_slots = [(owner, name) for owner in model.modules()
+                              for name, _ in owner.named_buffers(recurse=False)]
         self.clear()
-        learner.register_load_state_dict_post_hook(lambda module, incompatible_keys: self.clear())
 
     def clear(self):
-        self._value = None
+        self.value = None
         self._key = None
 
-    def get(self, compute, device):
-        if self.learner.training or not self.enabled:
+    def _tensors(self):
+        yield from self._parameters
+        for owner, name in self._buffer_slots:
+            yield getattr(owner, name)
+
+    def key(self):
+        """The autocast state and (version, storage) of every tensor the value reads."""
+        device = self._parameters[0].device
+        read = (t for t in self._tensors() if self.learner is not None or not t.requires_grad)
+        return autocast_state(device), tuple((t._version, t.data_ptr()) for t in read)
+
+    def get(self, compute):
+        """The value ``compute()`` returns, from the store while nothing it reads has changed."""
+        if not self.enabled or (self.learner is not None and self.learner.training):
             self.clear()
             return compute()
-        key = autocast_state(device)
-        if self._value is None or key != self._key:
+        key = self.key()
+        if key != self._key:
+            self.clear()  # the old value is freed before the new one is computed
             with torch.no_grad():
-                self._value = compute()
+                self.value = compute()
             self._key = key
-        return self._value
+        return self.value
+
+    def __len__(self):
+        """1 while a value is stored, else 0."""
+        return int(self._key is not None)

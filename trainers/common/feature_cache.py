@@ -27,7 +27,7 @@ from harness.console import Progress
 
 __all__ = [
     "FEATURE_KEY", "FeatureCache", "FeatureDataset", "sequential_loader", "compute_image_features",
-    "feature_loader", "feature_loader_like",
+    "feature_loader", "feature_loader_like", "cache_epoch_features",
 ]
 
 FEATURE_KEY = "image_features"
@@ -115,3 +115,24 @@ def feature_loader_like(image_loader, cache):
     """A loader over ``cache`` that batches like ``image_loader``: same sampler kind, batch size, drop_last."""
     shuffle = isinstance(image_loader.sampler, RandomSampler)
     return feature_loader(cache, image_loader.batch_size, shuffle, image_loader.drop_last)
+
+
+def cache_epoch_features(trainer, encode, train_transform=None, val_cached=False):
+    """Before training: replace the loaders whose images are the same in every epoch by loaders of
+    their features, encoded once with ``encode``.
+
+    ``train_transform``: the deterministic transform of the training images, or None when they
+    change between epochs (augmentation, noise). The val split (test transform) is cached when it
+    is evaluated every epoch (``TEST.FINAL_MODEL best_val``), unless ``val_cached`` (already features).
+    """
+    cfg = trainer.cfg
+    if train_transform is not None:
+        loader = sequential_loader(cfg, trainer.dm.dataset.train_x, train_transform)
+        cache = compute_image_features(encode, loader, trainer.device)
+        trainer.train_loader_x = feature_loader_like(trainer.train_loader_x, cache)
+        print(f"Training on cached image features ({len(cache):,} images, encoded once)")
+    evaluates_val = cfg.TEST.FINAL_MODEL == "best_val" and not cfg.TEST.NO_TEST
+    if evaluates_val and trainer.val_loader is not None and not val_cached:
+        cache = compute_image_features(encode, trainer.val_loader, trainer.device)
+        trainer.val_loader = feature_loader_like(trainer.val_loader, cache)
+        print(f"Validating on cached image features ({len(cache):,} images, encoded once)")

@@ -12,7 +12,11 @@
 import torch
 from open_clip.model import convert_weights_to_lp
 
-__all__ = ["PRECISIONS", "check_prec", "run_precision", "to_openai_fp16", "autocast_for", "make_grad_scaler"]
+from clip import load_clip_to_cpu
+
+__all__ = [
+    "PRECISIONS", "check_prec", "run_precision", "to_openai_fp16", "frozen_clip", "autocast_for", "make_grad_scaler",
+]
 
 PRECISIONS = ("fp16", "fp32", "amp")
 
@@ -35,6 +39,26 @@ def to_openai_fp16(clip_model):
     fp16; LayerNorms, embeddings and ``logit_scale`` stay fp32. Returns the model."""
     convert_weights_to_lp(clip_model, dtype=torch.float16)
     return clip_model
+
+
+def frozen_clip(cfg, prec, device):
+    """CLIP for a trainer, frozen and in the run's precision, and that precision: ``(clip_model, prec)``.
+
+    ``fp16`` is OpenAI's mixed fp16 (LayerNorms fp32) and needs a GPU; on a CPU the run uses fp32.
+    """
+    prec = run_precision(prec, device, cfg.TRAINER.NAME)
+    print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+    clip_model = load_clip_to_cpu(cfg)
+    size = clip_model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    if cfg.INPUT.SIZE[0] != size:
+        raise ValueError(f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} must match the input size {size} of "
+                         f"{cfg.MODEL.BACKBONE.NAME}; set INPUT.SIZE ({size}, {size})")
+    for param in clip_model.parameters():
+        param.requires_grad_(False)
+    if prec == "fp16":
+        to_openai_fp16(clip_model)
+    return clip_model, prec
 
 
 def autocast_for(device, enabled=True):

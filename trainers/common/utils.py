@@ -1,13 +1,17 @@
 """Small helpers every CLIP trainer uses (precision modes: ``precision.py``, re-exported here)."""
-import torch
+import inspect
 
+import torch
+import torch.nn.functional as F
+
+from dassl.metrics import compute_accuracy
 from harness.console import log_only
 
-from .precision import PRECISIONS, autocast_for, check_prec, make_grad_scaler  # noqa: F401
+from .precision import autocast_for, check_prec, make_grad_scaler  # noqa: F401 (re-exported)
 
 __all__ = [
     "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
-    "make_grad_scaler", "backward_and_step", "cross_entropy_step",
+    "make_grad_scaler", "backward_and_step", "finish_step", "cross_entropy_step",
 ]
 
 
@@ -43,33 +47,34 @@ def backward_and_step(trainer, loss, scaler=None, names=None):
     """zero_grad, (scaled) backward and optimiser step for the registered models ``names``."""
     if scaler is None:
         trainer.model_backward_and_update(loss, names)
-        return
-    trainer.detect_anomaly(loss)
-    trainer.model_zero_grad(names)
-    scaler.scale(loss).backward()
-    for name in trainer.get_model_names(names):
-        if trainer._optims[name] is not None:
-            scaler.step(trainer._optims[name])
-    scaler.update()
+    elif "scaler" in inspect.signature(trainer.model_backward_and_update).parameters:
+        trainer.model_backward_and_update(loss, names, scaler=scaler)
+    else:  # upstream Dassl's engine takes no GradScaler: the same steps on its registered optimisers
+        trainer.model_zero_grad(names)
+        trainer.detect_anomaly(loss)
+        scaler.scale(loss).backward()
+        for name in trainer.get_model_names(names):
+            if trainer._optims[name] is not None:
+                scaler.step(trainer._optims[name])
+        scaler.update()
+
+
+def finish_step(trainer, loss, logits, label):
+    """The tail of a training step: the LR scheduler after the epoch's last batch, and the summary
+    (one-element tensors: the engine's meters read them at the next log line, not at every step)."""
+    if (trainer.batch_idx + 1) == trainer.num_batches:
+        trainer.update_lr()
+    return {"loss": loss.detach(), "acc": compute_accuracy(logits, label)[0]}
 
 
 def cross_entropy_step(trainer, image, label):
     """One CoOp-family training step of ``trainer.model`` with plain cross-entropy.
 
     Forward under autocast when ``trainer.prec`` is amp, (scaled) backward and optimiser step, and
-    the LR scheduler stepped after the epoch's last batch. Returns the loss/accuracy summary
-    (one-element tensors; reading them at every step would wait for the device).
+    ``finish_step``.
     """
-    import torch.nn.functional as F
-
-    from dassl.metrics import compute_accuracy
-
     with autocast_for(trainer.device, enabled=trainer.prec == "amp"):
         output = trainer.model(image)
         loss = F.cross_entropy(output, label)
     backward_and_step(trainer, loss, trainer.scaler)
-    # Tensors: the engine's meters read them at the next log line, not at every step.
-    summary = {"loss": loss.detach(), "acc": compute_accuracy(output, label)[0]}
-    if (trainer.batch_idx + 1) == trainer.num_batches:
-        trainer.update_lr()
-    return summary
+    return finish_step(trainer, loss, output, label)
