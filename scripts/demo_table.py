@@ -13,7 +13,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from parse_test_res import MISSING, ParseError, collect_groups, harmonic_mean, sort_datasets  # noqa: E402
+from harness.tables.logs import ParseError  # noqa: E402
+from harness.tables.metrics import MISSING, harmonic_mean  # noqa: E402
+from harness.tables.runs import collect_groups, sort_datasets  # noqa: E402
 
 ZEROSHOT_TRAINER = "ZeroshotCLIP"
 
