@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu
+from clip import layerwise
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
@@ -38,7 +38,7 @@ from .common.checkpoint import find_reference_file, load_adapted_model, load_ini
 from .common.early_stopping import EarlyStopping
 from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, cache_epoch_features
-from .common.precision import PRECISIONS, autocast_for, check_prec, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip
 from .common.templates import class_prompts, template_for
 from .common.utils import finish_step, report_trainable, text_features_for_prompts
 
@@ -300,15 +300,9 @@ class AttnMMAdapter(TrainerX):
             # Upstream Dassl's build_data_loader does not call build_train_transform.
             self.train_loader_x.dataset.transform = train_transform
 
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)
-        logit_scale = clip_model.logit_scale.detach().float().exp()  # taken in fp32, before any cast
-        prec = run_precision(node.PREC, self.device, "the frozen CLIP")
-        if prec == "fp16":
-            to_openai_fp16(clip_model)  # the reference's fp16 CLIP on CUDA; the adapter stays fp32
+        clip_model, prec = frozen_clip(cfg, node.PREC, self.device)  # fp16: the reference's; the adapter stays fp32
         clip_model = clip_model.to(self.device)
-        for param in clip_model.parameters():
-            param.requires_grad_(False)
+        logit_scale = clip_model.logit_scale.detach().float().exp()  # fp32 in every precision
 
         # The class texts are fixed: encoded once here, for this run's class list.
         prompts = class_prompts(template_for(cfg.DATASET.NAME), classnames)

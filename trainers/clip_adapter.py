@@ -14,14 +14,13 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import load_clip_to_cpu
 from dassl.engine import TRAINER_REGISTRY
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.eval_inputs import clip_image_features, install_clip_feature_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.templates import class_prompts, template_for
 from .common.trainer import CrossEntropyTrainer
 from .common.utils import freeze_except, report_trainable, text_features_for_prompts
@@ -111,12 +110,7 @@ class CLIP_Adapter(CrossEntropyTrainer):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.CLIP_ADAPTER
-        self.prec = run_precision(node.PREC, self.device, "CLIP-Adapter")
-
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)  # fp32
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)
         print("Building CLIP-Adapter")
         prompts = class_prompts(template_for(cfg.DATASET.NAME), self.dm.dataset.classnames)
         print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")

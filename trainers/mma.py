@@ -17,14 +17,14 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip import layerwise, load_clip_to_cpu, model_dtype, tokenize
+from clip import layerwise, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.precision import PRECISIONS, check_prec, make_grad_scaler, run_precision, to_openai_fp16
+from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.utils import cross_entropy_step, freeze_except, report_trainable
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
@@ -275,11 +275,8 @@ class MultiModalAdapter(TrainerX):
     def build_model(self):
         cfg = self.cfg
         node = cfg.TRAINER.MMADAPTER
-        self.prec = run_precision(node.PREC, self.device, "MMA")
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip_to_cpu(cfg)  # fp32
-        if self.prec == "fp16":
-            to_openai_fp16(clip_model)  # mma.md §9: OpenAI's fp16 build; LayerNorms stay fp32
+        # fp16 is OpenAI's fp16 build (mma.md §9): LayerNorms stay fp32.
+        clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)
 
         print("Building MMA (multi-modal adapters)")
         self.model = build_mma_clip(clip_model, self.dm.dataset.classnames, node)
