@@ -365,7 +365,7 @@ def test_training_step_in_fp32_and_amp(toy_root, tmp_path, prec):
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches = 0, 10
     summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
-    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert torch.isfinite(torch.as_tensor(summary["loss"]))
     changed = [k for k, v in learner.state_dict().items() if not torch.equal(v, before[k])]
     assert sorted(changed) == sorted(before)  # every prompt and coupling is updated
     assert not trainer.model.clip.training and learner.training

@@ -179,7 +179,8 @@ def frozen_image_features(clip_model, images):
 
 
 class CoOpCLIP(nn.Module):
-    """Frozen CLIP plus ``prompt_learner``; ``forward(images [B, 3, H, W] or cached features [B, D]) -> logits [B, C]``."""
+    """Frozen CLIP plus ``prompt_learner``;
+    ``forward(images [B, 3, H, W] or cached features [B, D]) -> logits [B, C]``."""
 
     def __init__(self, clip_model, prompt_learner, truncate_text=True, cache_eval_text=True):
         super().__init__()

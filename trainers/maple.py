@@ -181,7 +181,8 @@ class MaPLeCLIP(nn.Module):
         return layerwise.text_head(clip_model, x, layerwise.eot_positions(self.prompt_learner.tokenized_prompts))
 
     def encode_image(self, images, visual_prompt, deep_visual):
-        """Image features f [B, D]: [CLS, patches, P^v_1] through ``ln_pre``, P^v_i replaces the last M before block i."""
+        """Image features f [B, D]: [CLS, patches, P^v_1] through ``ln_pre``; P^v_i replaces the last M
+        tokens before block i."""
         visual = self.clip.visual
         with torch.no_grad():  # the stem is frozen and sees no prompt
             x = layerwise.image_embeddings(visual, images)  # after ln_pre: [B, 1 + P, d_v]
@@ -234,7 +235,8 @@ class MaPLe(TrainerX):
         clip_model, self.prec = frozen_clip(cfg, node.PREC, self.device)  # ctx and proj follow CLIP's dtype
         depth = min(len(clip_model.transformer.resblocks), len(clip_model.visual.transformer.resblocks))
         if node.PROMPT_DEPTH > depth:
-            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH {node.PROMPT_DEPTH} exceeds the {depth} blocks of the backbone")
+            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH {node.PROMPT_DEPTH} exceeds the {depth} blocks "
+                             "of the backbone")
 
         print("Building MaPLe (multi-modal prompt learner)")
         learner = MultiModalPromptLearner(clip_model, self.dm.dataset.classnames, node.N_CTX, node.CTX_INIT,

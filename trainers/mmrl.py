@@ -37,7 +37,8 @@ from .common.templates import class_prompts, template_for
 from .common.utils import backward_and_step, finish_step, report_trainable, text_features_for_prompts
 
 __all__ = [
-    "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss", "RepresentationLearner",
+    "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss",
+    "RepresentationLearner",
     "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP", "MMRLOutput", "MMRL",
     "representation_hook",
 ]
@@ -252,7 +253,8 @@ class MMRLCLIP(nn.Module):
         tokens = self.prompt_tokens
         x = layerwise.text_embeddings(self.clip, tokens)
         return layerwise.run_blocks(self.clip.transformer.resblocks, x,
-                                    attn_mask=layerwise.causal_mask(self.clip, tokens.shape[1]), last=self.first_layer - 1)
+                                    attn_mask=layerwise.causal_mask(self.clip, tokens.shape[1]),
+                                    last=self.first_layer - 1)
 
     def encode_text(self, text_tokens_by_layer: Dict[int, torch.Tensor]) -> torch.Tensor:
         """Text features w [C, D]: blocks J.. with the K tokens after SOT, causal mask of width L + K."""

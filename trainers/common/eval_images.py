@@ -17,7 +17,8 @@ from dassl.data.data_manager import build_data_loader
 from harness.disk_cache import key_digest
 
 from .eval_inputs import (
-    FORMAT, SPLITS, cache_entry, log_note, split_fields, transform_steps, describe_steps, eval_cache_store, software_identity,
+    FORMAT, SPLITS, cache_entry, describe_steps, eval_cache_store, log_note, software_identity, split_fields,
+    transform_steps,
 )
 
 __all__ = ["split_test_transform", "PreprocessedImages", "CachedImageLoader", "install_image_cache"]
