@@ -12,7 +12,7 @@ from dassl.config import get_cfg_default
 from helpers import build_toy_trainer
 from toy import make_toy_root, toy_classnames
 from trainers.clip_adapter import Adapter, AdapterCLIP
-from trainers.common.utils import autocast_for
+from trainers.common.precision import autocast_for
 from trainers.common.templates import class_prompts, template_for
 from trainers.config import extend_cfg
 

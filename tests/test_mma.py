@@ -17,7 +17,8 @@ from clip import layerwise, load, tokenize
 from dassl.config import get_cfg_default
 from helpers import build_toy_trainer
 from toy import make_toy_root, toy_classnames
-from trainers.common.utils import autocast_for, freeze_except
+from trainers.common.precision import autocast_for
+from trainers.common.utils import freeze_except
 from trainers.config import extend_cfg
 from trainers.mma import ADAPTER_LISTS, AdapterLearner, build_mma_clip
 

@@ -1,4 +1,5 @@
-"""Small helpers every CLIP trainer uses (precision modes: ``precision.py``, re-exported here)."""
+"""Small helpers every CLIP trainer uses (precision modes are in ``precision.py``)."""
+import functools
 import inspect
 
 import torch
@@ -7,11 +8,11 @@ import torch.nn.functional as F
 from dassl.metrics import compute_accuracy
 from harness.console import log_only
 
-from .precision import autocast_for, check_prec, make_grad_scaler  # noqa: F401 (re-exported)
+from .precision import autocast_for
 
 __all__ = [
-    "freeze_except", "report_trainable", "check_prec", "autocast_for", "text_features_for_prompts",
-    "make_grad_scaler", "backward_and_step", "finish_step", "cross_entropy_step",
+    "freeze_except", "report_trainable", "text_features_for_prompts", "backward_and_step", "finish_step",
+    "cross_entropy_step",
 ]
 
 
@@ -43,11 +44,17 @@ def text_features_for_prompts(clip_model, prompts, device, batch_size=1000):
     return torch.cat(feats)
 
 
+@functools.lru_cache(maxsize=None)
+def _update_takes_scaler(trainer_class):
+    """Whether the engine's ``model_backward_and_update`` takes a GradScaler (ours; upstream Dassl's does not)."""
+    return "scaler" in inspect.signature(trainer_class.model_backward_and_update).parameters
+
+
 def backward_and_step(trainer, loss, scaler=None, names=None):
     """zero_grad, (scaled) backward and optimiser step for the registered models ``names``."""
     if scaler is None:
         trainer.model_backward_and_update(loss, names)
-    elif "scaler" in inspect.signature(trainer.model_backward_and_update).parameters:
+    elif _update_takes_scaler(type(trainer)):
         trainer.model_backward_and_update(loss, names, scaler=scaler)
     else:  # upstream Dassl's engine takes no GradScaler: the same steps on its registered optimisers
         trainer.model_zero_grad(names)
