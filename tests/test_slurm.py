@@ -134,12 +134,19 @@ def test_slurm_benchmark_with_a_preempted_and_requeued_run(slurm_cluster, tmp_pa
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.time() + 400
     released = False
+    pending_since = None  # when the requeued job was first seen pending
     while run.poll() is None and time.time() < deadline:
-        # Slurm holds a requeued job for ~2 minutes (BeginTime); release it at once.
+        # Slurm holds a requeued job for ~2 minutes (BeginTime); release it sooner, but not within
+        # seconds of the requeue: slurmd revokes the old run's credential with one-second resolution,
+        # and a new start in that second is killed ("Job credential revoked") and leaves the queue.
         if marker.exists() and not released:
             submission = glob.glob(str(output / "benchmark/slurm/*/submission.json"))
             slurm_id = json.loads(Path(submission[0]).read_text())["runs"][str(preempted.relative_to(output))]
-            if queue(slurm_cluster).get(slurm_id, [""])[0] == "PENDING":
+            if queue(slurm_cluster).get(slurm_id, [""])[0] != "PENDING":
+                pending_since = None
+            elif pending_since is None:
+                pending_since = time.time()
+            elif time.time() - pending_since >= 3:
                 subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], env=env, check=True)
                 released = True
         time.sleep(0.5)
