@@ -12,7 +12,7 @@ from .clip import model_dtype
 __all__ = [
     "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
     "causal_mask", "prompt_length", "encode_text", "encode_text_embeddings", "encode_image", "eot_positions",
-    "replace_tokens", "replace_before_blocks",
+    "replace_tokens", "insert_tokens", "replace_before_blocks",
 ]
 
 
@@ -81,18 +81,26 @@ def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None,
 
 
 def replace_tokens(x, tokens, start):
-    """``x`` [N, L, d] with positions ``start .. start+K-1`` replaced by ``tokens`` [K, d] in every row.
+    """``x`` [N, L, d] with positions ``start .. start+K-1`` replaced by ``tokens`` ([K, d], the same
+    in every row, or [N, K, d]).
 
     Out of place, so gradients reach ``tokens``; they are cast to ``x``'s dtype. A negative
     ``start`` counts from the end as in indexing (``-K``: the last K positions).
     """
-    length, k = x.shape[1], tokens.shape[0]
+    length, k = x.shape[1], tokens.shape[-2]
     begin = start + length if start < 0 else start
     if begin < 0 or begin + k > length:
         raise ValueError(f"cannot replace {k} tokens at position {start} of a sequence of {length}")
-    tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+    tokens = tokens.to(x.dtype).expand(x.shape[0], -1, -1)
     # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
     return x.slice_scatter(tokens, dim=1, start=begin, end=begin + k)
+
+
+def insert_tokens(x, tokens, at):
+    """``x`` [N, L, d] with ``tokens`` [K, d] (the same in every row) inserted before position ``at``:
+    [N, L + K, d]."""
+    tokens = tokens.to(x.dtype).expand(x.shape[0], -1, -1)
+    return torch.cat([x[:, :at], tokens, x[:, at:]], dim=1)
 
 
 def replace_before_blocks(tokens_by_block, start):

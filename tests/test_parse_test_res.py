@@ -12,14 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import parse_test_res as ptr  # noqa: E402
-from harness.tables import (BASE2NEW_DATASETS, CROSS_DATASET_TARGETS, CSV_COLUMNS, DG_TARGETS,  # noqa: E402
+import parse_test_res as ptr
+from harness.tables import (BASE2NEW_DATASETS, CROSS_DATASET_TARGETS, CSV_COLUMNS, DG_TARGETS,
                             GroupKey, build_tables, collect_groups, format_number, harmonic_mean, round_half_up)
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINER = "MultiModalAdapter"
 
 

@@ -8,6 +8,7 @@ from . import zsclip
 from . import mma
 from . import clip_adapter
 from . import mmrl
+from . import mmrl_config
 from . import attn_mm_adapter
 from . import coop
 from . import cocoop
@@ -15,9 +16,9 @@ from . import maple
 from . import mmrl_pp
 
 TRAINER_MODULES = [zsclip, mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple, mmrl_pp]
-CONFIG_NODES = [module.add_config for module in (mma, clip_adapter, mmrl, attn_mm_adapter, coop, cocoop, maple,
+CONFIG_NODES = [module.add_config for module in (mma, clip_adapter, mmrl_config, attn_mm_adapter, coop, cocoop, maple,
                                                  mmrl_pp)]
-CONFIG_CHOICES = {**mma.CONFIG_CHOICES, **clip_adapter.CONFIG_CHOICES, **mmrl.CONFIG_CHOICES,
+CONFIG_CHOICES = {**mma.CONFIG_CHOICES, **clip_adapter.CONFIG_CHOICES, **mmrl_config.CONFIG_CHOICES,
                   **attn_mm_adapter.CONFIG_CHOICES, **coop.CONFIG_CHOICES, **cocoop.CONFIG_CHOICES,
                   **maple.CONFIG_CHOICES, **mmrl_pp.CONFIG_CHOICES}
-DATASET_OVERRIDES = [mmrl.apply_dataset_overrides, mmrl_pp.apply_dataset_overrides]
+DATASET_OVERRIDES = [mmrl_config.apply_dataset_overrides, mmrl_pp.apply_dataset_overrides]

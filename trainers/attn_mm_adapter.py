@@ -1,28 +1,22 @@
 """Attention-based Multi-Modal Adapter (Seputis, Mihailov, Chatterjee, Xiao, 2024; arXiv 2409.02958).
 
-CLIP stays frozen and only its final, L2-normalised embeddings are used. For every image the adapter
-reads a sequence of C + 1 tokens, the C class-text embeddings followed by the image embedding:
+CLIP stays frozen; only its final, L2-normalised embeddings are used. Per image, the adapter reads
+the C class-text embeddings followed by the image embedding (C + 1 tokens):
 
     downsampler (512 -> 32 -> 128)  ->  masked multi-head attention (4 heads)  ->  upsampler (128 -> 32 -> GELU -> 512)
 
-Its outputs are L2-normalised and blended into the original embeddings with ratio λ = 0.2, which
-gives every image its own adapted class embeddings:
+and its normalised outputs are blended into the embeddings with ratio λ = 0.2, so every image gets
+its own class embeddings:
 
     v'_b  = normalize((1 - λ) v_b + λ â_v,b)        t'_c,b = normalize((1 - λ) t_c + λ â_t,c,b)
     logit[b, c] = exp(logit_scale) · <v'_b, t'_c,b>
 
-With the paper's mask a text token attends only to the image token and the image token only to
-the C text tokens. The adapter has no class-dependent parameters, so weights trained on base
-classes evaluate directly on new classes and other datasets.
-
-Training follows the paper: Adam, no augmentation, early stopping on validation accuracy. Since
-nothing is augmented and CLIP is frozen, the training and validation features are computed once
-(``trainers/common/feature_cache.py``) and the epochs run on them. Gaussian noise on training
-images (``NOISE_STD``, the noisy-data experiment) is drawn afresh at every step, as
-the public code's transform draws it per image load; training features are then computed from the
-noisy images at every step, while the (clean) validation features stay cached. Test and validation
-features also go to the eval cache on disk, shared by runs (``trainers/common/eval_inputs.py``;
-``EVAL_CACHE.FEATURES``). Specification: ``attn_mm_adapter.md`` §10.
+The paper's mask lets a text token attend only to the image, the image only to the texts. Nothing
+is class-dependent, so weights trained on base classes evaluate on new classes and datasets as is.
+Training: Adam, no augmentation, early stopping on val accuracy; the frozen features of the training
+and val images are computed once (``feature_cache.py``; with ``NOISE_STD`` the training images are
+noised afresh every step and encoded every step) and test/val features go to the on-disk eval cache
+(``eval_inputs.py``, ``EVAL_CACHE.FEATURES``). Specification: ``attn_mm_adapter.md`` §10.
 """
 import torch
 import torch.nn as nn
@@ -35,12 +29,12 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import find_reference_file, load_adapted_model, load_init_weights, load_reference_weights
-from .common.early_stopping import EarlyStopping
+from .common.early_stopping import EarlyStopping, EarlyStoppingTrainerMixin
 from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, cache_epoch_features
 from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip
 from .common.templates import class_prompts, template_for
-from .common.utils import finish_step, report_trainable, text_features_for_prompts
+from .common.utils import finish_step, l2_normalize, report_trainable, text_features_for_prompts
 
 __all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter",
            "AttnMMAdapterCLIP", "AttnMMAdapter"]
@@ -68,37 +62,21 @@ def add_config(cfg):
     node.PATIENCE = 0  # early stopping on val accuracy (epochs without improvement); 0 = off; needs best_val
     node.TRAIN_AUG = True  # False: training images get the test transform (the paper: no augmentation)
     node.CACHE_FEATURES = True  # compute train (if deterministic) and val features once instead of per step
-    # Noise ablation (paper appendix A.2): std of zero-mean Gaussian noise added to every normalised
-    # training image (training only; 0 = off).
-    node.NOISE_STD = 0.0
+    node.NOISE_STD = 0.0  # noise ablation (appendix A.2): std of Gaussian noise on normalised training images
     cfg.TRAINER.ATTN_MM_ADAPTER = node
 
 
 # Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
-CONFIG_CHOICES = {
-    "TRAINER.ATTN_MM_ADAPTER.PREC": PRECISIONS,
-    "TRAINER.ATTN_MM_ADAPTER.DOWN_ACT": ACTIVATIONS,
-    "TRAINER.ATTN_MM_ADAPTER.MASK": MASKS,
-    "TRAINER.ATTN_MM_ADAPTER.BLOCK": BLOCKS,
-}
+CONFIG_CHOICES = {"TRAINER.ATTN_MM_ADAPTER.PREC": PRECISIONS, "TRAINER.ATTN_MM_ADAPTER.DOWN_ACT": ACTIVATIONS,
+                  "TRAINER.ATTN_MM_ADAPTER.MASK": MASKS, "TRAINER.ATTN_MM_ADAPTER.BLOCK": BLOCKS}
 
 
-def l2_normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The adapter
-# ---------------------------------------------------------------------------------------------
+# --- The adapter ------------------------------------------------------------------------------------
 
 def cross_modal_attention_mask(num_texts, kind="cross_modal", device=None):
-    """Additive attention mask [T, T] for a sequence of ``num_texts`` texts then one image (T = C + 1).
-
-    ``cross_modal``: 0 where exactly one of (query, key) is the image, -inf elsewhere: texts attend
-    only to the image, the image only to the texts (no self-attention, no text-text attention).
-    ``additive_01``: 1.0 at those positions, 0.0 elsewhere (the public main branch; masks nothing).
-    ``none``: no mask (None).
-    """
+    """Additive mask [T, T] for ``num_texts`` texts then one image (T = C + 1). ``cross_modal``: 0 where
+    exactly one of (query, key) is the image, else -inf (texts see only the image, the image only the
+    texts); ``additive_01``: 1.0 there, else 0.0 (public main branch; masks nothing); ``none``: None."""
     if kind == "none":
         return None
     if kind not in MASKS:
@@ -164,12 +142,9 @@ class MultiModalAttentionAdapter(nn.Module):
         return layer.norm2(x + layer.dropout2(feed_forward))
 
     def cross_modal_mha(self, down_text, down_image):
-        """``attend`` of the ``mha`` block under the ``cross_modal`` mask, without the [C+1, C+1] scores.
-
-        ``down_text`` [C, d] (the same texts for every image), ``down_image`` [B, d] ->
-        (text position outputs [B, 1, d], image position output [B, d]). Equal to ``attend`` on the
-        [B, C+1, d] sequence up to float rounding, at O(B·C) instead of O(B·C²) cost.
-        """
+        """``attend`` of the ``mha`` block under the ``cross_modal`` mask in O(B·C), not O(B·C²): ``down_text``
+        [C, d] (the same for every image), ``down_image`` [B, d] -> (text outputs [B, 1, d], image output
+        [B, d]); equal to ``attend`` on the [B, C+1, d] sequence up to float rounding."""
         mha = self.mha
         batch, width = down_image.shape
         heads = mha.num_heads
@@ -193,16 +168,11 @@ class MultiModalAttentionAdapter(nn.Module):
         return self.upsampler(self.attend(self.downsampler(tokens), attn_mask))
 
 
-# ---------------------------------------------------------------------------------------------
-# The model: frozen CLIP features -> per-image adapted embeddings -> logits
-# ---------------------------------------------------------------------------------------------
+# --- The model: frozen CLIP features -> per-image adapted embeddings -> logits ----------------------
 
 class AttnMMAdapterCLIP(nn.Module):
-    """Frozen CLIP, fixed class-text features and the adapter.
-
-    ``encode_images(images)`` gives the frozen, normalised fp32 image features [B, E];
-    ``forward(image_features)`` gives the logits [B, C]. Only ``adapter`` is trainable.
-    """
+    """Frozen CLIP, fixed class-text features and the (only trainable) adapter: ``encode_images(images)``
+    -> normalised fp32 image features [B, E]; ``forward(image_features)`` -> logits [B, C]."""
 
     def __init__(self, clip_model, adapter, text_features, logit_scale, ratio=0.2, mask="cross_modal",
                  adapt_text=True, prec="fp32"):
@@ -257,17 +227,12 @@ class AttnMMAdapterCLIP(nn.Module):
         return self.logit_scale * torch.einsum("be,bce->bc", image_adapted, text_adapted)
 
 
-# ---------------------------------------------------------------------------------------------
-# The trainer
-# ---------------------------------------------------------------------------------------------
+# --- The trainer ------------------------------------------------------------------------------------
 
 @TRAINER_REGISTRY.register()
-class AttnMMAdapter(TrainerX):
-    """Trains the adapter (registered as ``attn_mm_adapter``) on frozen CLIP features.
-
-    ``TRAINER.ATTN_MM_ADAPTER.PATIENCE > 0`` stops training once validation accuracy has not
-    improved for that many epochs (with ``TEST.FINAL_MODEL best_val``, which deploys the best model).
-    """
+class AttnMMAdapter(EarlyStoppingTrainerMixin, TrainerX):
+    """Trains the adapter (registered as ``attn_mm_adapter``) on frozen CLIP features; ``PATIENCE > 0``
+    stops once val accuracy has not improved for that many epochs (``TEST.FINAL_MODEL best_val``)."""
 
     def check_cfg(self, cfg):
         node = cfg.TRAINER.ATTN_MM_ADAPTER
@@ -279,11 +244,8 @@ class AttnMMAdapter(TrainerX):
             raise ValueError("TRAINER.ATTN_MM_ADAPTER.NOISE_STD must be >= 0")
 
     def build_train_transform(self):
-        """Without augmentation (``TRAIN_AUG False``) the training images get the test transform.
-
-        Removing random_resized_crop from INPUT.TRANSFORMS is not the same: Dassl would then resize to
-        a square instead of resizing the shorter side and center-cropping.
-        """
+        """``TRAIN_AUG False``: the test transform (not INPUT.TRANSFORMS without random_resized_crop,
+        which would resize to a square instead of resizing the shorter side and center-cropping)."""
         if self.cfg.TRAINER.ATTN_MM_ADAPTER.TRAIN_AUG:
             return None
         if self.__dict__.get("train_transform") is None:  # built once, kept for the training-feature cache
@@ -327,8 +289,7 @@ class AttnMMAdapter(TrainerX):
         self.optim = build_optimizer(adapter, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
-        self.early_stopping = EarlyStopping(node.PATIENCE)
-        self.stop_training = False  # our engine has the flag; upstream Dassl's has not (see run_epoch)
+        self.early_stopping = EarlyStopping(node.PATIENCE)  # EarlyStoppingTrainerMixin's hooks
         install_feature_cache(self, self.model.encode_images, clip_model.visual,
                               f"AttnMMAdapterCLIP.encode_images (prec {prec})")
 
@@ -386,37 +347,9 @@ class AttnMMAdapter(TrainerX):
                              self.train_transform if self.trains_on_cached_features() else None,
                              val_cached=isinstance(self.val_loader, CachedFeatureLoader))  # EVAL_CACHE.FEATURES
 
-    def run_epoch(self):
-        # Our engine ends its epoch loop once stop_training is set; upstream Dassl's loop runs on,
-        # so the epochs after an early stop do nothing there (no training, evaluation or checkpoint).
-        if not self.stop_training:
-            super().run_epoch()
-
-    def after_epoch(self):
-        """The engine's val evaluation and checkpoints, then the early-stopping check (PATIENCE)."""
-        if self.stop_training:
-            return
-        best_before = self.best_result
-        super().after_epoch()
-        # A strict improvement is what wrote model-best.pth.tar.
-        if self.early_stopping.should_stop(self.best_result > best_before, (self.epoch + 1) == self.max_epoch):
-            print(f"Early stopping after epoch {self.epoch + 1}: no val improvement in the last "
-                  f"{self.early_stopping.patience} epoch(s) (best {self.best_result:.1f}% after epoch "
-                  f"{getattr(self, 'best_epoch', '?')})")
-            self.save_model(self.epoch, self.output_dir)  # the last trained epoch, as after a full run
-            self.stop_training = True  # our engine's epoch loop ends here (upstream's: see run_epoch)
-
-    def extra_resume_state(self):
-        return {"epochs_without_improvement": self.early_stopping.epochs_without_improvement}
-
-    def load_extra_resume_state(self, state):
-        self.early_stopping.epochs_without_improvement = state["epochs_without_improvement"]
-
     def load_model(self, directory, epoch=None):
-        """Our checkpoints, or the reference code's files (``--model-dir`` = its output folder or a file).
-
-        The adapter has no class-dependent tensors: nothing to drop for new classes or datasets.
-        """
+        """Our checkpoints or the reference code's files (``--model-dir``: its output folder or a file);
+        nothing is class-dependent, so nothing is dropped for new classes or datasets."""
         reference = find_reference_file(self, directory, REFERENCE_FILES, epoch)
         if reference is None:
             load_adapted_model(self, directory, epoch)

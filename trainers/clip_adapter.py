@@ -23,7 +23,7 @@ from .common.eval_inputs import clip_image_features, install_clip_feature_cache
 from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.templates import class_prompts, template_for
 from .common.trainer import CrossEntropyTrainer
-from .common.utils import freeze_except, report_trainable, text_features_for_prompts
+from .common.utils import freeze_except, l2_normalize, report_trainable, text_features_for_prompts
 
 MODEL_NAME = "clip_adapter"
 
@@ -95,7 +95,7 @@ class AdapterCLIP(nn.Module):
         with torch.no_grad():  # CLIP is frozen; only the adapter needs autograd
             image_features = clip_image_features(self.clip_model, images)
         blended = self.ratio * self.adapter(image_features) + (1 - self.ratio) * image_features
-        blended = blended / blended.norm(dim=-1, keepdim=True)
+        blended = l2_normalize(blended)
         logit_scale = self.clip_model.logit_scale.exp()
         return logit_scale * blended @ self.text_features().t()
 

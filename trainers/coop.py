@@ -33,7 +33,7 @@ from .common.eval_cache import TensorCache
 from .common.eval_inputs import clip_image_features, install_clip_feature_cache
 from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
 from .common.trainer import CrossEntropyTrainer
-from .common.utils import report_trainable
+from .common.utils import l2_normalize, report_trainable
 
 __all__ = [
     "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_image_features", "setup_prompt_learner",
@@ -167,9 +167,6 @@ class PromptLearner(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # CLIP with learned prompts
 # ---------------------------------------------------------------------------------------------
-
-def l2_normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
 
 
 @torch.no_grad()

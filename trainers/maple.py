@@ -31,7 +31,7 @@ from .common.checkpoint import load_adapted_model
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
 from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
-from .common.utils import cross_entropy_step, report_trainable
+from .common.utils import cross_entropy_step, l2_normalize, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
 
@@ -144,9 +144,6 @@ class MultiModalPromptLearner(nn.Module):
 # CLIP with the prompts wired in
 # ---------------------------------------------------------------------------------------------
 
-def _normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
-
 
 def _by_block(deep_prompts):
     """Deep prompt k goes in before block k + 2 (blocks numbered from 1)."""
@@ -196,12 +193,12 @@ class MaPLeCLIP(nn.Module):
     def text_side(self):
         """ŵ [C, D] (normalised), P^v_1 and the deep vision prompts, from the prompt learner."""
         prompts = self.prompt_learner(self.text_length)
-        text_features = _normalize(self.encode_text(prompts.text, prompts.deep_text))
+        text_features = l2_normalize(self.encode_text(prompts.text, prompts.deep_text))
         return text_features, prompts.visual, prompts.deep_visual
 
     def forward(self, images):
         text_features, visual_prompt, deep_visual = self.eval_cache.get(self.text_side)  # once per evaluation
-        image_features = _normalize(self.encode_image(images, visual_prompt, deep_visual))
+        image_features = l2_normalize(self.encode_image(images, visual_prompt, deep_visual))
         return self.clip.logit_scale.exp() * image_features @ text_features.t()
 
 

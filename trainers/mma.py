@@ -25,7 +25,7 @@ from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
 from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
-from .common.utils import cross_entropy_step, freeze_except, report_trainable
+from .common.utils import cross_entropy_step, freeze_except, l2_normalize, report_trainable
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
 MODEL_NAME = "adapter_learner"
@@ -178,9 +178,6 @@ def mma_prompts(prefix: str, classnames: List[str]) -> List[str]:
 # ---------------------------------------------------------------------------------------------
 # CLIP with the adapters wired in
 # ---------------------------------------------------------------------------------------------
-
-def l2_normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
 
 
 class MultiModalAdapterCLIP(nn.Module):

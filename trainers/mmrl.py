@@ -1,20 +1,18 @@
 """MMRL: Multi-Modal Representation Learning (Guo & Gu, CVPR 2025), trainer ``MMRL``.
 
-A small shared representation space R [K, d_r] is mapped by per-layer linear aligners into both
-CLIP towers and inserted right after the first token (CLS / SOT) before the listed blocks
-(``REP_LAYERS``, 1-based); at every later listed block those K positions are replaced by fresh
-projections. The image tower yields the class feature f_c (CLS through the frozen ``proj``) and the
-representation feature f_r (mean of the K token outputs through the trainable ``proj_rep``).
+A shared representation space R [K, d_r] is mapped by per-layer linear aligners into both CLIP
+towers and inserted after the first token (CLS / SOT) before the first listed block (``REP_LAYERS``,
+1-based); each later listed block gets fresh projections at those K positions. The image tower gives
+the class feature f_c (CLS through the frozen ``proj``) and the representation feature f_r (mean of
+the K token outputs through the trainable ``proj_rep``).
 
-Loss: α·CE(ℓ_c) + (1−α)·CE(ℓ_r) + λ·(1 − cos(f_c, frozen CLIP image feature))
-      + λ·(1 − cos(w, frozen CLIP text feature)).
-Inference is decoupled (``uses_fused_logits``): fused logits α·ℓ_c + (1−α)·ℓ_r on base classes, few-shot
-and the ImageNet source; class logits ℓ_c alone on novel classes and every transfer target.
+Loss: α·CE(ℓ_c) + (1−α)·CE(ℓ_r) + λ·(1 − cos(f_c, f^zs)) + λ·(1 − cos(w, w^zs)), with frozen CLIP's
+features f^zs, w^zs. Decoupled inference (``uses_fused_logits``): α·ℓ_c + (1−α)·ℓ_r on base classes,
+few-shot and the ImageNet source; ℓ_c alone on novel classes and every transfer target.
 
-Speed (same numbers as the reference's direct path): blocks 1..J−1 are frozen and run without
-autograd; on the fixed prompts they run once per run (``CACHE_TEXT_LOWER_LAYERS``); the frozen
-zero-shot image target reuses this batch's blocks 1..J−1 instead of a second full CLIP forward
-(``SHARE_LOWER_LAYERS``); the zero-shot text target is computed once in ``build_model``.
+Speed (same numbers as the reference): the frozen blocks 1..J−1 run without autograd, on the fixed
+prompts once per run (``CACHE_TEXT_LOWER_LAYERS``); f^zs reuses this batch's blocks 1..J−1
+(``SHARE_LOWER_LAYERS``); w^zs is computed once in ``build_model``. Config: ``trainers/mmrl_config.py``.
 """
 import copy
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
 from clip import layerwise, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
@@ -32,16 +29,15 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from .common.checkpoint import load_adapted_model, load_init_weights, refuse_marked_checkpoints
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip, make_grad_scaler
+from .common.precision import autocast_for, check_prec, frozen_clip, make_grad_scaler
 from .common.templates import class_prompts, template_for
-from .common.utils import backward_and_step, finish_step, report_trainable, text_features_for_prompts
+from .common.utils import (backward_and_step, finish_step, l2_normalize, report_trainable,
+                           text_features_for_prompts)
+from .mmrl_config import uses_fused_logits
 
-__all__ = [
-    "add_config", "CONFIG_CHOICES", "apply_dataset_overrides", "uses_fused_logits", "mmrl_loss",
-    "RepresentationLearner",
-    "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP", "MMRLOutput", "MMRL",
-    "representation_hook",
-]
+__all__ = ["uses_fused_logits", "mmrl_loss",
+           "RepresentationLearner", "RepresentationProjection", "MultiModalRepresentationLearner", "MMRLCLIP",
+           "MMRLOutput", "MMRL", "representation_hook"]
 
 # The registered model's name = the checkpoint folder; reference releases before June 2025 used the second.
 LEARNER_NAME = "MultiModalRepresentationLearner"
@@ -52,79 +48,13 @@ LEARNED_KEY_PREFIXES = ("representation_learner.", "image_encoder.proj_rep")
 
 # MMRL and MMRL++ (trainers/mmrl_pp.py) save under the same folder name; a key only one of them
 # writes tells their checkpoints apart, so neither trainer loads the other's weights.
-CHECKPOINT_MARKERS = {
-    "MMRL": "representation_learner.compound_rep_tokens_r2vproj.",
-    "MMRLpp": "representation_learner.srra_r2vproj.",
-}
+CHECKPOINT_MARKERS = {"MMRL": "representation_learner.compound_rep_tokens_r2vproj.",
+                      "MMRLpp": "representation_learner.srra_r2vproj."}
 
 # CLIP's exp(logit_scale) for the released weights; MMRL uses this scale for both logit branches.
 LOGIT_SCALE = 100.0
 
-TASKS = ("B2N", "CD", "FS")
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Config
-# ---------------------------------------------------------------------------------------------
-
-def add_config(cfg):
-    """``TRAINER.MMRL`` with the reference defaults (the YAMLs set the working values), and the
-    reference's top-level ``TASK`` (B2N, CD or FS; read by MMRL and MMRL++, set by the scripts).
-
-    λ and d_r come from per-dataset tables that are config nodes, so a YAML or the command line edits
-    them (``TRAINER.MMRL.DATASET_REG_WEIGHT.StanfordCars 5.0``; datasets may be added). Order, as in
-    the reference (mmrl.md §10.4): ``REG_WEIGHT``/``REP_DIM`` in a YAML (the value for datasets
-    without an entry) < the dataset's entry < ``REG_WEIGHT``/``REP_DIM`` on the command line. The
-    run's config and log show the values used.
-    """
-    cfg.TASK = "B2N"
-    node = cfg.TRAINER.MMRL = CN()
-    node.ALPHA = 0.7  # weight of ℓ_c in the CE terms and in the fused logits
-    node.REG_WEIGHT = 1.0  # λ of both cosine regularisers (a YAML's value: datasets without a table entry)
-    node.DATASET_REG_WEIGHT = CN({  # DATASET.NAME -> λ: the reference's table (mmrl.md §10.3)
-        "StanfordCars": 7.0, "FGVCAircraft": 6.0, "SUN397": 6.0, "DescribableTextures": 6.0, "Food101": 5.0,
-        "OxfordFlowers": 4.0, "UCF101": 3.0, "ImageNet": 0.5, "Caltech101": 0.5, "OxfordPets": 0.2, "EuroSAT": 0.01,
-    }, new_allowed=True)
-    node.REP_LAYERS = []  # 1-based blocks where the representation tokens are (re)inserted
-    node.REP_DIM = 512  # d_r, width of the shared representation space (as REG_WEIGHT)
-    node.DATASET_REP_DIM = CN({"EuroSAT": 2048}, new_allowed=True)  # DATASET.NAME -> d_r
-    node.N_REP_TOKENS = 5  # K
-    node.PREC = "fp16"  # fp16, fp32 or amp
-    # Speed switches (project keys; both give the same numbers as the reference's direct path).
-    node.SHARE_LOWER_LAYERS = True  # zero-shot image target reuses blocks 1..J-1 of the batch
-    node.CACHE_TEXT_LOWER_LAYERS = True  # text blocks 1..J-1 on the fixed prompts once per run
-
-
-# Allowed values of this node's enumerated keys (checked before a run starts, trainers/config.py).
-CONFIG_CHOICES = {"TRAINER.MMRL.PREC": PRECISIONS, "TASK": TASKS}
-
-
-def apply_dataset_overrides(cfg):
-    """The dataset's λ and d_r table entries; called after the YAMLs and flags, before the command-line opts."""
-    if cfg.TRAINER.NAME != "MMRL":
-        return
-    node, name = cfg.TRAINER.MMRL, cfg.DATASET.NAME
-    for key, table in (("REG_WEIGHT", "DATASET_REG_WEIGHT"), ("REP_DIM", "DATASET_REP_DIM")):
-        if name in node[table]:
-            node[key] = node[table][name]
-
-
-def uses_fused_logits(cfg):
-    """Decoupled inference: True where the fused logits are evaluated, False for ℓ_c alone."""
-    task = cfg.TASK
-    if task == "B2N":
-        return cfg.DATASET.SUBSAMPLE_CLASSES == "base"
-    if task == "FS":
-        return True
-    if task == "CD":
-        return cfg.DATASET.NAME == "ImageNet"  # the source; every other dataset is a transfer target
-    raise ValueError("The TASK must be either B2N, CD, or FS.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Trainable modules (attribute names give the reference checkpoint keys)
-# ---------------------------------------------------------------------------------------------
+# --- Trainable modules (attribute names give the reference checkpoint keys) -------------------------
 
 class RepresentationLearner(nn.Module):
     """The shared space R [K, d_r] and, per insertion layer, linear aligners d_r -> d_v and d_r -> d_t."""
@@ -159,11 +89,8 @@ class RepresentationProjection(nn.Module):
 
 
 class MultiModalRepresentationLearner(nn.Module):
-    """Everything MMRL trains; the registered model, so a checkpoint holds exactly these tensors.
-
-    ``image_encoder`` holds only ``proj_rep``: in the reference it is an attribute of the image
-    encoder, and the key ``image_encoder.proj_rep`` lets reference checkpoints load unchanged.
-    """
+    """Everything MMRL trains (the registered model: a checkpoint holds exactly these tensors).
+    ``image_encoder`` holds only ``proj_rep``, so the reference's key ``image_encoder.proj_rep`` loads."""
 
     def __init__(self, n_tokens, rep_dim, vision_width, text_width, embed_dim, n_layers):
         super().__init__()
@@ -183,33 +110,22 @@ class MultiModalRepresentationLearner(nn.Module):
         return key.startswith(LEARNED_KEY_PREFIXES)
 
 
-# ---------------------------------------------------------------------------------------------
-# The model: CLIP with representation tokens
-# ---------------------------------------------------------------------------------------------
+# --- The model: CLIP with representation tokens -----------------------------------------------------
 
 def representation_hook(tokens_by_layer, first_layer, n_tokens, beta=1.0):
-    """``before_block`` hook: put the K tokens right after the first token (CLS / SOT).
-
-    At ``first_layer`` they are inserted; at every later listed layer the K positions become
-    β·(fresh tokens) + (1−β)·(the previous block's outputs there): MMRL replaces them (β = 1),
-    MMRL++ composes them (β < 1). Layers not listed carry the tokens on.
-    """
+    """``before_block`` hook: at ``first_layer`` insert the K tokens after the first token (CLS / SOT); at
+    later listed layers the K positions become β·(fresh tokens) + (1−β)·(the previous block's outputs
+    there): MMRL replaces them (β = 1), MMRL++ composes them (β < 1). Other layers carry them on."""
     def before_block(i, x):  # x: [N, T, d]
-        tokens = tokens_by_layer.get(i)
+        tokens = tokens_by_layer.get(i)  # [K, d]
         if tokens is None:
             return x
-        tokens = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # [N, K, d]
         if i == first_layer:
-            return torch.cat([x[:, :1], tokens, x[:, 1:]], dim=1)
-        if beta != 1.0:
-            tokens = beta * tokens + (1 - beta) * x[:, 1:1 + n_tokens]
-        # One copy of x (and of its gradient); a cat of slices would zero-fill two full gradients.
-        return x.slice_scatter(tokens, dim=1, start=1, end=1 + n_tokens)
+            return layerwise.insert_tokens(x, tokens, at=1)
+        if beta != 1.0:  # (tokens expanded first: the gradient sums over N after the β scaling, as the reference)
+            tokens = beta * tokens.to(x.dtype).expand(x.shape[0], -1, -1) + (1 - beta) * x[:, 1:1 + n_tokens]
+        return layerwise.replace_tokens(x, tokens, start=1)
     return before_block
-
-
-def _normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
 
 
 @dataclass
@@ -222,24 +138,17 @@ class MMRLOutput:
 
 
 class MMRLCLIP(nn.Module):
-    """Frozen CLIP plus the MMRL (or MMRL++) learner; classifies images among the fixed prompts' classes.
-
-    ``beta``: weight of the fresh tokens at listed layers after the first (1 for MMRL, ``representation_hook``).
-    Caches (``trainers/common/eval_cache.py``; same numbers as the direct path): ``text_lower_cache``
-    holds blocks 1..J-1 on the fixed prompts (once per run), ``eval_cache`` the vision tokens and ŵ
-    (once per evaluation).
-    """
+    """Frozen CLIP plus the MMRL (or MMRL++, ``beta`` < 1) learner, over the fixed prompts' classes.
+    Caches (``eval_cache.py``, same numbers as the direct path): ``text_lower_cache`` = blocks 1..J-1 on
+    the prompts (once per run), ``eval_cache`` = vision tokens and ŵ (once per evaluation)."""
 
     def __init__(self, clip_model, learner: nn.Module, prompts: List[str], rep_layers: List[int],
                  share_lower_layers: bool = True, cache_text_lower_layers: bool = True, beta: float = 1.0):
         super().__init__()
-        self.clip = clip_model
-        self.learner = learner
+        self.clip, self.learner, self.beta, self.share_lower_layers = clip_model, learner, beta, share_lower_layers
         self.rep_layers = list(rep_layers)
         self.first_layer = self.rep_layers[0]  # J
         self.n_tokens = learner.n_tokens  # K
-        self.beta = beta
-        self.share_lower_layers = share_lower_layers
         tokens = tokenize(prompts)
         # Positions after the last EOT cannot affect any EOT feature under the causal mask.
         self.register_buffer("prompt_tokens", tokens[:, : layerwise.prompt_length(tokens)], persistent=False)
@@ -278,7 +187,8 @@ class MMRLCLIP(nn.Module):
         """Class feature f_c [B, D] (frozen ``proj``) and representation feature f_r [B, D] (the learner's P_r)."""
         visual = self.clip.visual
         hook = representation_hook(vision_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
-        x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer, before_block=hook)
+        x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer,
+                                 before_block=hook)
         x = visual.ln_post(x[:, : 1 + self.n_tokens])  # per token: CLS and the K representation tokens
         class_features = x[:, 0] @ visual.proj
         rep_features = self.learner.image_encoder(x[:, 1:].mean(dim=1), visual.proj)
@@ -286,31 +196,28 @@ class MMRLCLIP(nn.Module):
 
     @torch.no_grad()
     def zero_shot_image_features(self, images, lower_states=None):
-        """Frozen CLIP's normalised image features [B, D] (the regularisation target).
-
-        With ``lower_states`` (this batch's blocks 1..J-1, which MMRL leaves unchanged) only
-        blocks J..L run again; otherwise a full separate forward, as the reference does.
-        """
+        """Frozen CLIP's normalised image features [B, D] (the regularisation target); with this batch's
+        ``lower_states`` (blocks 1..J-1, unchanged by MMRL) only blocks J..L run again, else a full forward."""
         if lower_states is None:
             features = layerwise.encode_image(self.clip, images)
         else:
             visual = self.clip.visual
             x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer)
             features = layerwise.image_head(visual, x)
-        return _normalize(features)
+        return l2_normalize(features)
 
     # -- both --------------------------------------------------------------------------------
     def representations(self):
         """The learner's vision tokens by layer and the normalised text features ŵ [C, D]."""
         vision, text = self.learner.representation_learner()
-        return dict(zip(self.rep_layers, vision)), _normalize(self.encode_text(dict(zip(self.rep_layers, text))))
+        return dict(zip(self.rep_layers, vision)), l2_normalize(self.encode_text(dict(zip(self.rep_layers, text))))
 
     def forward(self, images: torch.Tensor, zero_shot_target: bool = False) -> MMRLOutput:
         vision_tokens, text_features = self.eval_cache.get(self.representations)  # once per evaluation
         lower = self.image_lower_states(images)
         class_features, rep_features = self.encode_image(lower, vision_tokens)
-        class_logits = LOGIT_SCALE * _normalize(class_features) @ text_features.t()
-        rep_logits = LOGIT_SCALE * _normalize(rep_features) @ text_features.t()
+        class_logits = LOGIT_SCALE * l2_normalize(class_features) @ text_features.t()
+        rep_logits = LOGIT_SCALE * l2_normalize(rep_features) @ text_features.t()
         zero_shot = None
         if zero_shot_target:
             zero_shot = self.zero_shot_image_features(images, lower if self.share_lower_layers else None)
@@ -336,16 +243,12 @@ def mmrl_loss(class_logits, rep_logits, labels, class_features, zero_shot_image_
     return loss, {"ce_class": ce_class, "ce_rep": ce_rep, "image_reg": image_reg, "text_reg": text_reg}
 
 
-# ---------------------------------------------------------------------------------------------
-# Trainer
-# ---------------------------------------------------------------------------------------------
+# --- Trainer ----------------------------------------------------------------------------------------
 
 @TRAINER_REGISTRY.register()
 class MMRL(TrainerX):
-    """Trains the representation space, its aligners and ``proj_rep``; CLIP stays frozen.
-
-    MMRL++ (trainers/mmrl_pp.py) is this trainer with its own config node and learner.
-    """
+    """Trains the representation space, its aligners and ``proj_rep``; CLIP stays frozen. MMRL++
+    (trainers/mmrl_pp.py) is this trainer with its own config node and learner."""
 
     CONFIG_NODE = "MMRL"  # cfg.TRAINER.<CONFIG_NODE>
     AUTOCAST_AT_EVAL = True  # under PREC amp, evaluation also runs under autocast
@@ -359,9 +262,9 @@ class MMRL(TrainerX):
         if not layers or layers != sorted(set(layers)) or layers[0] < 1:
             raise ValueError(f"{key}.REP_LAYERS must be increasing 1-based block indices, got {layers}")
 
-    def build_learner(self, clip_model, mcfg):
-        return MultiModalRepresentationLearner.for_clip(clip_model, mcfg.N_REP_TOKENS, mcfg.REP_DIM,
-                                                        len(mcfg.REP_LAYERS))
+    def build_learner(self, clip_model, node):
+        n_layers = len(node.REP_LAYERS)
+        return MultiModalRepresentationLearner.for_clip(clip_model, node.N_REP_TOKENS, node.REP_DIM, n_layers)
 
     def build_model(self):
         cfg = self.cfg

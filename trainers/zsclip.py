@@ -10,7 +10,7 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 
 from .common.eval_inputs import clip_image_features, eval_batch, install_clip_feature_cache
 from .common.templates import IMAGENET_TEMPLATES_SELECT, class_prompts, template_for
-from .common.utils import text_features_for_prompts
+from .common.utils import l2_normalize, text_features_for_prompts
 
 
 @TRAINER_REGISTRY.register()
@@ -34,7 +34,7 @@ class ZeroshotCLIP(TrainerX):
             print(f"Prompts (first of {len(prompts)}): {prompts[0]!r}")
             per_template.append(text_features_for_prompts(clip_model, prompts, self.device))
         text_features = torch.stack(per_template).mean(0)
-        self.text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        self.text_features = l2_normalize(text_features)
         self.clip_model = clip_model
         print("Number of trainable parameters: 0")
         install_clip_feature_cache(self, clip_model)
@@ -46,7 +46,7 @@ class ZeroshotCLIP(TrainerX):
     def model_inference(self, inputs):
         """Logits [B, C] for images [B, 3, H, W] or their cached image features [B, D]."""
         image_features = clip_image_features(self.clip_model, inputs)
-        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        image_features = l2_normalize(image_features)
         logit_scale = self.clip_model.logit_scale.exp()
         return logit_scale * image_features @ self.text_features.t()
 

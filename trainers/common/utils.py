@@ -12,8 +12,13 @@ from .precision import autocast_for
 
 __all__ = [
     "freeze_except", "report_trainable", "text_features_for_prompts", "backward_and_step", "finish_step",
-    "cross_entropy_step",
+    "cross_entropy_step", "l2_normalize",
 ]
+
+
+def l2_normalize(x):
+    """``x / ‖x‖`` along the last dimension (CLIP's feature normalisation)."""
+    return x / x.norm(dim=-1, keepdim=True)
 
 
 def freeze_except(module, trainable_substrings):
