@@ -12,6 +12,10 @@ The class list is that of a generated dataset with ``--classes`` classes; images
 tensors of the config's INPUT.SIZE, so data loading is not measured. Runs on the GPU when present
 (``--prec fp16`` or ``amp`` there). ``cpu_s/iter`` is the process's CPU time per iteration (all
 threads), less sensitive than the wall time to other programs sharing the machine.
+
+``--flops`` adds the step's matrix-product FLOPs (``gflop/iter``), the rate achieved
+(``gflop/s``), the machine's fp32 matmul rate (``matmul_gflop/s``) and their ratio
+(``of_matmul_peak``): how far the step is from the floor that any exact fp32 code has.
 """
 import argparse
 import os
@@ -34,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=0,
                         help="default: the config's TRAIN_X (train) or TEST (eval) batch size")
     parser.add_argument("--classes", type=int, default=50, help="number of classes (text prompts)")
+    parser.add_argument("--flops", action="store_true", help="also count the step's FLOPs and the matmul peak")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -65,11 +70,17 @@ def main(argv=None):
             walls.append(wall)
             cpus.append(cpu)
     wall = sum(walls) / len(walls)
+    extra = {}
+    if a.flops:
+        flops = benchlib.count_flops(step)
+        peak = benchlib.matmul_peak_flops(device)
+        extra = {"gflop/iter": f"{flops / 1e9:.1f}", "gflop/s": f"{flops / min(walls) / 1e9:.1f}",
+                 "matmul_gflop/s": f"{peak / 1e9:.1f}", "of_matmul_peak": f"{flops / min(walls) / peak:.2f}"}
     print(benchlib.result_line(
         trainer=a.trainer, mode=a.mode, device=benchlib.device_name(device), prec=a.prec, batch=batch_size,
         classes=trainer.num_classes, **{"s/iter": f"{wall:.3f}", "min_s/iter": f"{min(walls):.3f}",
                                         "cpu_s/iter": f"{sum(cpus) / len(cpus):.3f}",
-                                        "images/s": f"{batch_size / wall:.1f}"},
+                                        "images/s": f"{batch_size / wall:.1f}", **extra},
         peak=benchlib.peak_memory(device), opts="[" + " ".join(a.opts) + "]"))
 
 

@@ -253,6 +253,31 @@ def timed(fn, device):
     return time.perf_counter() - t0, time.process_time() - c0, result
 
 
+def count_flops(fn):
+    """Floating-point operations of one call (matrix products, convolutions and attention, as
+    ``torch.utils.flop_counter`` counts them; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak_flops(device, n=1024, repeats=20):
+    """This machine's fp32 matrix-product rate (FLOP/s) on [n, n] @ [n, n], the ceiling of a step
+    made of matrix products: step FLOPs / this rate is the least time any exact fp32 code can take."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
+
+
 def reset_peak_memory(device):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

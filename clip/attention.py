@@ -53,27 +53,54 @@ def linear(x, weight, bias):
     return F.linear(x, autocast_weight(weight, device_type), autocast_weight(bias, device_type))
 
 
-def self_attention(attn, x, attn_mask=None):
-    """``attn(x, x, x, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention`` on ``x`` [N, L, d]."""
+def self_attention(attn, x, attn_mask=None, queries=None):
+    """``attn(x, x, x, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention`` on ``x`` [N, L, d].
+
+    ``queries`` [N, R, d] (rows of ``x``): only those rows attend (over all of ``x``) -> [N, R, d];
+    ``attn_mask`` then has their rows only ([R, L], or [N, 1, R, L] per sequence).
+    """
     n, length, width = x.shape
-    heads = attn.num_heads
-    qkv = linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3d]
-    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d/h]
+    heads, head_width = attn.num_heads, width // attn.num_heads
+    if queries is None:
+        qkv = linear(x, attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3d]
+        q, k, v = qkv.view(n, length, 3, heads, head_width).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d/h]
+    else:
+        w_q, w_kv = attn.in_proj_weight.split([width, 2 * width])
+        b_q, b_kv = attn.in_proj_bias.split([width, 2 * width])
+        q = linear(queries, w_q, b_q).view(n, -1, heads, head_width).transpose(1, 2)  # [N, h, R, d/h]
+        kv = linear(x, w_kv, b_kv)  # [N, L, 2d]
+        k, v = kv.view(n, length, 2, heads, head_width).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d/h]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p=attn.dropout if attn.training else 0.0)
-    out = out.transpose(1, 2).reshape(n, length, width)
+    out = out.transpose(1, 2).reshape(n, -1, width)
     return linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 class ResidualAttentionBlock(open_clip.transformer.ResidualAttentionBlock):
     """open_clip's block on batch-first ``x`` [N, L, d]; see the module docstring for what differs."""
 
-    def forward(self, q_x, k_x=None, v_x=None, attn_mask=None):
+    def forward(self, q_x, k_x=None, v_x=None, attn_mask=None, rows=None):
+        if rows is not None:
+            return self.forward_rows(q_x, rows, attn_mask)
         if k_x is not None or v_x is not None or self._fused_inference(q_x):
             return super().forward(q_x, k_x, v_x, attn_mask=attn_mask)
         x = q_x
         y = self.ln_1(x)
         mask = attn_mask.to(y.dtype) if attn_mask is not None else None  # as open_clip casts it
         x = x + self.ls_1(self_attention(self.attn, y, mask))
+        mlp = self.mlp
+        h = mlp.gelu(linear(self.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias))
+        return x + self.ls_2(linear(h, mlp.c_proj.weight, mlp.c_proj.bias))
+
+    def forward_rows(self, x, rows, attn_mask=None):
+        """The block's output at the ``rows`` of ``x`` only: [N, R, d] (``rows.take``; see ``layerwise.Rows``);
+        called as ``block(x, attn_mask=..., rows=rows)``, so module hooks see it.
+
+        Every row still serves as key and value; only the chosen rows are queries and go through
+        the MLP, so a tower's last block costs ~R/L of a full one where only R rows are read.
+        """
+        y = self.ln_1(x)
+        mask = rows.mask(attn_mask.to(y.dtype)) if attn_mask is not None else None
+        x = rows.take(x) + self.ls_1(self_attention(self.attn, y, mask, queries=rows.take(y)))
         mlp = self.mlp
         h = mlp.gelu(linear(self.ln_2(x), mlp.c_fc.weight, mlp.c_fc.bias))
         return x + self.ls_2(linear(h, mlp.c_proj.weight, mlp.c_proj.bias))

@@ -12,7 +12,7 @@ from .clip import model_dtype
 __all__ = [
     "text_embeddings", "image_embeddings", "run_blocks", "text_head", "image_head",
     "causal_mask", "prompt_length", "encode_text", "encode_text_embeddings", "encode_image", "eot_positions",
-    "replace_tokens", "insert_tokens", "replace_before_blocks",
+    "replace_tokens", "insert_tokens", "replace_before_blocks", "Rows", "run_block_rows",
 ]
 
 
@@ -60,11 +60,40 @@ def image_embeddings(visual, images):
     return visual.ln_pre(x)
 
 
-def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None, after_block=None):
+class Rows:
+    """The token rows a caller reads from a tower's output: positions ``start .. stop-1`` of every
+    sequence (e.g. CLS: ``Rows(0, 1)``), or one position per sequence (``Rows(index=eot)``, [N])."""
+
+    def __init__(self, start=0, stop=1, index=None):
+        self.start, self.stop, self.index = start, stop, index
+
+    def take(self, x):
+        """[N, L, ...] -> [N, R, ...]."""
+        if self.index is None:
+            return x[:, self.start:self.stop]
+        return x[torch.arange(x.shape[0], device=x.device), self.index].unsqueeze(1)
+
+    def mask(self, attn_mask):
+        """The rows of an additive mask [L, L]: [R, L], or [N, 1, 1, L] (one per sequence, all heads)."""
+        if self.index is None:
+            return attn_mask[self.start:self.stop]
+        return attn_mask[self.index][:, None, None, :]
+
+
+def run_block_rows(block, x, rows, attn_mask=None):
+    """``rows.take(block(x))`` [N, R, d], at ~R/L of the cost for the project's blocks (``forward_rows``)."""
+    if hasattr(block, "forward_rows"):
+        return block(x, attn_mask=attn_mask, rows=rows)
+    return rows.take(block(x, attn_mask=attn_mask))
+
+
+def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None, after_block=None, rows=None):
     """Run ``blocks[first-1 : last]`` (1-based, inclusive) on ``x`` [N, L, d].
 
     ``before_block(i, x) -> x`` may replace or insert tokens before block i;
     ``after_block(i, x_in, x_out) -> x_out`` may modify block i's output given its input.
+    ``rows`` (a ``Rows``): the last block computes only those rows; the result is [N, R, d], and
+    ``after_block`` gets the same rows of that block's input.
     """
     last = len(blocks) if last is None else last
     for i in range(first, last + 1):
@@ -73,10 +102,16 @@ def run_blocks(blocks, x, attn_mask=None, first=1, last=None, before_block=None,
         mask = attn_mask
         if mask is not None and mask.shape[-1] != x.shape[1]:
             raise ValueError(f"attention mask {tuple(mask.shape)} does not fit {x.shape[1]} tokens before block {i}")
-        x_out = blocks[i - 1](x, attn_mask=mask)
+        if rows is not None and i == last:
+            x_out = run_block_rows(blocks[i - 1], x, rows, mask)
+            x = rows.take(x)
+        else:
+            x_out = blocks[i - 1](x, attn_mask=mask)
         if after_block is not None:
             x_out = after_block(i, x, x_out)
         x = x_out
+    if rows is not None and first > last:  # no block ran
+        x = rows.take(x)
     return x
 
 

@@ -27,6 +27,7 @@ per-dataset template, exactly as ZeroshotCLIP), printed as a table and compared 
 card (``clip/weights/mini-clip.json``). Same seed, thread count and library versions: same weights.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -42,8 +43,8 @@ import torch.nn.functional as F
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 DEFAULTS = dict(
-    seed=0, threads=1, batch=128, steps=600, lr=2e-3, warmup=50, keep_patches=0.5,
-    text_steps=400, text_batch=512, text_lr=2e-3, text_describe=0.3, renders=4,
+    seed=0, threads=1, batch=128, steps=300, lr=2e-3, warmup=50, keep_patches=0.5,
+    text_steps=200, text_batch=512, text_lr=2e-3, text_describe=0.3, renders=4,
 )
 B2N = ("ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
        "SUN397", "DescribableTextures", "EuroSAT", "UCF101")
@@ -53,7 +54,12 @@ CARD_FILE = osp.join(REPO, "clip", "weights", "mini-clip.json")
 DEFAULT_OUT = osp.join("output", "mini-clip", "mini-clip.pt")  # the shipped file is only replaced on request
 # The slow test retrains and compares these datasets' zero-shot accuracy with the card's.
 REPRODUCE_DATASETS = ("Caltech101", "OxfordPets", "DescribableTextures", "EuroSAT")
-REPRODUCE_TOLERANCE = 5.0  # points
+# Retraining must reproduce the card's zero-shot accuracies (base and new of those datasets) on average
+# within REPRODUCE_MEAN_TOLERANCE points and each within REPRODUCE_TOLERANCE: two trainings that differ
+# only in floating-point rounding (another CPU, thread count or library version) end up several points
+# apart on a dataset's 50 to 500 test images, but not on their mean.
+REPRODUCE_TOLERANCE = 10.0  # points, every (dataset, base/new) accuracy
+REPRODUCE_MEAN_TOLERANCE = 3.0  # points, their mean
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -315,10 +321,19 @@ def world_accuracy(model, data, rng, batch=256):
 
 
 def save_fp16(model, path):
-    """Save the state dict in fp16; returns the file's SHA-256."""
+    """Save the state dict in fp16; returns the file's SHA-256.
+
+    Serialised in memory first: ``torch.save`` to a path names the archive's folder after the file,
+    so the same weights saved under two names would give two hashes.
+    """
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     state = {k: v.detach().to(torch.float16).clone() for k, v in model.state_dict().items()}
-    torch.save(state, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    partial = path + ".partial"
+    with open(partial, "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(partial, path)
     from clip import file_sha256
 
     return file_sha256(path)
@@ -404,8 +419,15 @@ def card_entry(results):
 
 
 def compare_to_card(results, card):
-    """The largest absolute difference (points) from the card's zero-shot accuracies."""
-    return max(abs(acc - card["zero_shot"][d][p]) for d, parts in results.items() for p, (acc, _, _) in parts.items())
+    """(mean difference, largest absolute difference) in points from the card's zero-shot accuracies."""
+    diffs = [acc - card["zero_shot"][d][p] for d, parts in results.items() for p, (acc, _, _) in parts.items()]
+    return sum(diffs) / len(diffs), max(abs(d) for d in diffs)
+
+
+def reproduces_card(results, card):
+    """True when ``results`` are within the card's reproduction tolerances (mean and every accuracy)."""
+    mean, worst = compare_to_card(results, card)
+    return abs(mean) <= card["reproduce"]["mean_tolerance"] and worst <= card["reproduce"]["tolerance"]
 
 
 def main(argv=None):
@@ -446,15 +468,17 @@ def main(argv=None):
     log(results_table(results))
     shipped = json.load(open(CARD_FILE)) if osp.isfile(CARD_FILE) else None
     if shipped and shipped["test_per_class"] == args.test_per_class and not args.card:
-        worst = compare_to_card(results, shipped)
-        verdict = "within" if worst <= shipped["reproduce"]["tolerance"] else "OUTSIDE"
-        log(f"[mini-clip] largest difference from the shipped card: {worst:.1f} points "
-            f"({verdict} its tolerance of {shipped['reproduce']['tolerance']} points)")
+        mean, worst = compare_to_card(results, shipped)
+        verdict = "within" if reproduces_card(results, shipped) else "OUTSIDE"
+        log(f"[mini-clip] difference from the shipped card: mean {mean:+.1f} points, largest {worst:.1f} points "
+            f"({verdict} its tolerances: mean {shipped['reproduce']['mean_tolerance']}, "
+            f"each {shipped['reproduce']['tolerance']})")
     if args.card:
         card = {"sha256": digest, "settings": {k: getattr(args, k) for k in DEFAULTS},
                 "train_seconds": None if args.eval_only else round(train_seconds),
                 "test_per_class": args.test_per_class, "zero_shot": card_entry(results),
-                "reproduce": {"datasets": list(REPRODUCE_DATASETS), "tolerance": REPRODUCE_TOLERANCE}}
+                "reproduce": {"datasets": list(REPRODUCE_DATASETS), "tolerance": REPRODUCE_TOLERANCE,
+                              "mean_tolerance": REPRODUCE_MEAN_TOLERANCE}}
         with open(args.card, "w") as f:
             json.dump(card, f, indent=2)
             f.write("\n")

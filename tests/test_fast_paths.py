@@ -99,6 +99,49 @@ def test_autocast_weight_cache_follows_the_weight():
     assert attention.autocast_weight(weight, "cpu") is weight  # outside autocast
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_last_block_on_the_read_rows_equals_the_full_block_with_gradients(tiny, autocast):
+    """``run_blocks(rows=...)``: the last block computes only the rows a head reads (CLS, CLS + K
+    tokens, each prompt's EOT), with the values and input gradients of the full blocks' rows."""
+    g = torch.Generator().manual_seed(11)
+    text_x = torch.randn(5, 9, 32, generator=g)
+    eot = torch.tensor([8, 3, 5, 0, 7])
+    cases = [
+        (tiny.visual.transformer.resblocks, torch.randn(3, 50, 64, generator=g), None, layerwise.Rows(0, 1)),
+        (tiny.visual.transformer.resblocks, torch.randn(3, 50, 64, generator=g), None, layerwise.Rows(0, 4)),
+        (tiny.transformer.resblocks, text_x, layerwise.causal_mask(tiny, 9), layerwise.Rows(index=eot)),
+    ]
+    for blocks, x, mask, rows in cases:
+        results = []
+        for pruned in (True, False):
+            x_in = x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                if pruned:
+                    out = layerwise.run_blocks(blocks, x_in, mask, first=10, rows=rows)
+                else:
+                    out = rows.take(layerwise.run_blocks(blocks, x_in, mask, first=10))
+            weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+            results.append((out.float(), torch.autograd.grad((out.float() * weight).sum(), x_in)[0]))
+        (pruned_out, pruned_grad), (full_out, full_grad) = results
+        assert pruned_out.shape == (x.shape[0], 1 if rows.index is not None else rows.stop, x.shape[2])
+        tol = 2e-2 if autocast else 1e-5
+        torch.testing.assert_close(pruned_out, full_out, rtol=tol, atol=tol)
+        torch.testing.assert_close(pruned_grad, full_grad, rtol=tol, atol=tol)
+
+
+def test_last_block_on_the_read_rows_runs_its_mlp_on_those_rows_only(tiny):
+    block = tiny.visual.transformer.resblocks[11]
+    seen = []
+    handle = block.ln_2.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape))  # the MLP input
+    try:
+        with torch.no_grad():
+            layerwise.run_blocks(tiny.visual.transformer.resblocks, torch.randn(3, 50, 64), first=12,
+                                 rows=layerwise.Rows(0, 1))
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([3, 1, 64])]  # not [3, 50, 64]
+
+
 def test_token_replacement_equals_the_concatenation_with_gradients():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 9, 8, generator=g, requires_grad=True)

@@ -201,8 +201,9 @@ class MultiModalAdapterCLIP(nn.Module):
         self.lower_text = TensorCache(self, enabled=cache_frozen_text)
         self.text_cache = TensorCache(self, learner=adapter_learner, enabled=cache_eval_text)
 
-    def adapted_blocks(self, modality: str, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
-        """Blocks first..L of a tower on ``x`` [N, tokens, width], with the MMA branches added up to END."""
+    def adapted_blocks(self, modality: str, x: torch.Tensor, attn_mask=None, rows=None) -> torch.Tensor:
+        """Blocks first..L of a tower on ``x`` [N, tokens, width], with the MMA branches added up to END;
+        the last block computes only the ``rows`` the head reads (``layerwise.Rows``): [N, R, width]."""
         learner = self.adapter_learner
         tower = self.clip_model if modality == "text" else self.clip_model.visual
         blocks = tower.transformer.resblocks
@@ -210,7 +211,7 @@ class MultiModalAdapterCLIP(nn.Module):
         def add_branch(i, x_in, x_out):
             return x_out + learner.branch(modality, i, blocks[i - 1], x_in) if i <= learner.end else x_out
 
-        return layerwise.run_blocks(blocks, x, attn_mask, first=learner.first_block, after_block=add_branch)
+        return layerwise.run_blocks(blocks, x, attn_mask, first=learner.first_block, after_block=add_branch, rows=rows)
 
     def text_input(self) -> torch.Tensor:
         """Prompt embeddings (slot 0 applied) plus positions: ``[n_cls, L, d_t]``."""
@@ -228,8 +229,10 @@ class MultiModalAdapterCLIP(nn.Module):
         """Text features of all class prompts, through the adapted text tower: ``[n_cls, embed_dim]``."""
         # With slot 0 the very first step trains, so nothing is frozen below the adapters.
         x = self.text_input() if self.adapter_learner.start == 0 else self.lower_text.get(self.lower_text_states)
-        x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, self.text_length))
-        return layerwise.text_head(self.clip_model, x, layerwise.eot_positions(self.adapter_learner.tokenized_prompts))
+        eot = layerwise.eot_positions(self.adapter_learner.tokenized_prompts)
+        x = self.adapted_blocks("text", x, layerwise.causal_mask(self.clip_model, self.text_length),
+                                rows=layerwise.Rows(index=eot))  # [n_cls, 1, d_t]: the EOT rows
+        return layerwise.text_head(self.clip_model, x, torch.zeros_like(eot))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Image features through the adapted vision tower: ``[B, embed_dim]``."""
@@ -238,7 +241,7 @@ class MultiModalAdapterCLIP(nn.Module):
             x = layerwise.image_embeddings(visual, images)
             x = layerwise.run_blocks(visual.transformer.resblocks, x, last=self.adapter_learner.first_block - 1)
         x = self.adapter_learner.adapt_embeddings("visual", x)  # slot 0 on ln_pre's output
-        return layerwise.image_head(visual, self.adapted_blocks("visual", x))
+        return layerwise.image_head(visual, self.adapted_blocks("visual", x, rows=layerwise.Rows(0, 1)))  # CLS
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         text_features = self.text_cache.get(lambda: l2_normalize(self.encode_text()))  # once per evaluation

@@ -170,10 +170,10 @@ class MMRLCLIP(nn.Module):
         x = self.text_lower_cache.get(self.text_lower_states)
         width = x.shape[1] + self.n_tokens
         hook = representation_hook(text_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
+        eot = layerwise.eot_positions(self.prompt_tokens) + self.n_tokens  # moved K positions to the right
         x = layerwise.run_blocks(self.clip.transformer.resblocks, x, attn_mask=layerwise.causal_mask(self.clip, width),
-                                 first=self.first_layer, before_block=hook)
-        # The EOT token moved K positions to the right.
-        return layerwise.text_head(self.clip, x, layerwise.eot_positions(self.prompt_tokens) + self.n_tokens)
+                                 first=self.first_layer, before_block=hook, rows=layerwise.Rows(index=eot))
+        return layerwise.text_head(self.clip, x, torch.zeros_like(eot))  # x: the EOT rows [C, 1, d_t]
 
     # -- image tower -------------------------------------------------------------------------
     @torch.no_grad()
@@ -188,8 +188,8 @@ class MMRLCLIP(nn.Module):
         visual = self.clip.visual
         hook = representation_hook(vision_tokens_by_layer, self.first_layer, self.n_tokens, self.beta)
         x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer,
-                                 before_block=hook)
-        x = visual.ln_post(x[:, : 1 + self.n_tokens])  # per token: CLS and the K representation tokens
+                                 before_block=hook, rows=layerwise.Rows(0, 1 + self.n_tokens))
+        x = visual.ln_post(x)  # per token: CLS and the K representation tokens [B, 1 + K, d_v]
         class_features = x[:, 0] @ visual.proj
         rep_features = self.learner.image_encoder(x[:, 1:].mean(dim=1), visual.proj)
         return class_features, rep_features
@@ -202,7 +202,8 @@ class MMRLCLIP(nn.Module):
             features = layerwise.encode_image(self.clip, images)
         else:
             visual = self.clip.visual
-            x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer)
+            x = layerwise.run_blocks(visual.transformer.resblocks, lower_states, first=self.first_layer,
+                                     rows=layerwise.Rows(0, 1))  # CLS
             features = layerwise.image_head(visual, x)
         return l2_normalize(features)
 
