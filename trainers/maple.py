@@ -173,9 +173,10 @@ class MaPLeCLIP(nn.Module):
         clip_model, length = self.clip, text.shape[1]
         x = text + clip_model.positional_embedding[:length].to(text.dtype)
         hook = layerwise.replace_before_blocks(_by_block(deep_text), start=1)
+        eot = layerwise.eot_positions(self.prompt_learner.tokenized_prompts)
         x = layerwise.run_blocks(clip_model.transformer.resblocks, x, layerwise.causal_mask(clip_model, length),
-                                 before_block=hook)
-        return layerwise.text_head(clip_model, x, layerwise.eot_positions(self.prompt_learner.tokenized_prompts))
+                                 before_block=hook, rows=layerwise.Rows(index=eot))  # the EOT rows [C, 1, d_t]
+        return layerwise.text_head(clip_model, x, torch.zeros_like(eot))
 
     def encode_image(self, images, visual_prompt, deep_visual):
         """Image features f [B, D]: [CLS, patches, P^v_1] through ``ln_pre``; P^v_i replaces the last M
@@ -187,8 +188,8 @@ class MaPLeCLIP(nn.Module):
         prompt = visual.ln_pre(visual_prompt).to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
         x = torch.cat([x, prompt], dim=1)  # [B, 1 + P + M, d_v]
         hook = layerwise.replace_before_blocks(_by_block(deep_visual), start=-visual_prompt.shape[0])
-        x = layerwise.run_blocks(visual.transformer.resblocks, x, before_block=hook)
-        return layerwise.image_head(visual, x)
+        x = layerwise.run_blocks(visual.transformer.resblocks, x, before_block=hook, rows=layerwise.Rows(0, 1))
+        return layerwise.image_head(visual, x)  # x: the CLS row [B, 1, d_v]
 
     def text_side(self):
         """ŵ [C, D] (normalised), P^v_1 and the deep vision prompts, from the prompt learner."""
