@@ -26,7 +26,6 @@ from yacs.config import CfgNode as CN
 from clip import layerwise
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import find_reference_file, load_adapted_model, load_init_weights, load_reference_weights
 from .common.early_stopping import EarlyStopping, EarlyStoppingTrainerMixin
@@ -34,7 +33,7 @@ from .common.eval_inputs import CachedFeatureLoader, install_feature_cache
 from .common.feature_cache import FEATURE_KEY, cache_epoch_features
 from .common.precision import PRECISIONS, autocast_for, check_prec, frozen_clip
 from .common.templates import class_prompts, template_for
-from .common.utils import finish_step, l2_normalize, report_trainable, text_features_for_prompts
+from .common.utils import finish_step, l2_normalize, register_trainable, report_trainable, text_features_for_prompts
 
 __all__ = ["add_config", "CONFIG_CHOICES", "cross_modal_attention_mask", "MultiModalAttentionAdapter",
            "AttnMMAdapterCLIP", "AttnMMAdapter"]
@@ -286,9 +285,7 @@ class AttnMMAdapter(EarlyStoppingTrainerMixin, TrainerX):
         ).to(self.device)
         report_trainable(self.model)
 
-        self.optim = build_optimizer(adapter, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("attn_mm_adapter", adapter, self.optim, self.sched)
+        register_trainable(self, "attn_mm_adapter", adapter)  # fp32 adapter: no gradient scaler
         self.early_stopping = EarlyStopping(node.PATIENCE)  # EarlyStoppingTrainerMixin's hooks
         install_feature_cache(self, self.model.encode_images, clip_model.visual,
                               f"AttnMMAdapterCLIP.encode_images (prec {prec})")

@@ -15,15 +15,14 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.eval_inputs import clip_image_features, install_clip_feature_cache
-from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
+from .common.precision import PRECISIONS, check_prec, frozen_clip
 from .common.templates import class_prompts, template_for
 from .common.trainer import CrossEntropyTrainer
-from .common.utils import freeze_except, l2_normalize, report_trainable, text_features_for_prompts
+from .common.utils import freeze_except, l2_normalize, register_trainable, report_trainable, text_features_for_prompts
 
 MODEL_NAME = "clip_adapter"
 
@@ -123,10 +122,7 @@ class CLIP_Adapter(CrossEntropyTrainer):
             load_pretrained_weights(self.model.adapter, cfg.MODEL.INIT_WEIGHTS)
 
         self.model.to(self.device)
-        self.optim = build_optimizer(self.model.adapter, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(MODEL_NAME, self.model.adapter, self.optim, self.sched)
-        self.scaler = make_grad_scaler(self.prec, self.device)
+        register_trainable(self, MODEL_NAME, self.model.adapter, self.prec)
         install_clip_feature_cache(self, clip_model)
 
     def load_model(self, directory, epoch=None):

@@ -26,14 +26,13 @@ from yacs.config import CfgNode as CN
 from clip import model_dtype, tokenize
 from clip.layerwise import encode_text_embeddings, eot_positions, prompt_length
 from dassl.engine import TRAINER_REGISTRY
-from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
 from .common.eval_inputs import clip_image_features, install_clip_feature_cache
-from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
+from .common.precision import PRECISIONS, check_prec, frozen_clip
 from .common.trainer import CrossEntropyTrainer
-from .common.utils import l2_normalize, report_trainable
+from .common.utils import l2_normalize, register_trainable, report_trainable
 
 __all__ = [
     "add_config", "PromptLearner", "CoOpCLIP", "CoOp", "frozen_image_features", "setup_prompt_learner",
@@ -215,10 +214,7 @@ def setup_prompt_learner(trainer, learner):
     if cfg.MODEL.INIT_WEIGHTS:
         load_init_weights(learner, cfg.MODEL.INIT_WEIGHTS, keep_buffers=CLASS_BUFFERS)
     trainer.model.to(trainer.device)
-    trainer.optim = build_optimizer(learner, cfg.OPTIM)
-    trainer.sched = build_lr_scheduler(trainer.optim, cfg.OPTIM)
-    trainer.register_model(MODEL_NAME, learner, trainer.optim, trainer.sched)
-    trainer.scaler = make_grad_scaler(trainer.prec, trainer.device)
+    register_trainable(trainer, MODEL_NAME, learner, trainer.prec)
     install_clip_feature_cache(trainer, trainer.model.clip_model)  # test/val: the image tower is not prompted
 
 

@@ -24,14 +24,13 @@ from yacs.config import CfgNode as CN
 
 from clip import layerwise, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
 from .common.checkpoint import load_adapted_model
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
-from .common.utils import cross_entropy_step, l2_normalize, report_trainable
+from .common.precision import PRECISIONS, check_prec, frozen_clip
+from .common.utils import cross_entropy_step, l2_normalize, register_trainable, report_trainable
 
 __all__ = ["add_config", "MultiModalPromptLearner", "MaPLePrompts", "MaPLeCLIP", "MaPLe"]
 
@@ -245,10 +244,7 @@ class MaPLe(TrainerX):
         registered = nn.ModuleDict({"prompt_learner": learner})
         if cfg.MODEL.INIT_WEIGHTS:
             load_pretrained_weights(registered, cfg.MODEL.INIT_WEIGHTS)  # by name and shape; buffers stay
-        self.optim = build_optimizer(registered, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(LEARNER_NAME, registered, self.optim, self.sched)
-        self.scaler = make_grad_scaler(self.prec, self.device)
+        register_trainable(self, LEARNER_NAME, registered, self.prec)
         install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def forward_backward(self, batch):

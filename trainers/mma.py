@@ -19,13 +19,12 @@ from yacs.config import CfgNode as CN
 
 from clip import layerwise, model_dtype, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.precision import PRECISIONS, check_prec, frozen_clip, make_grad_scaler
-from .common.utils import cross_entropy_step, freeze_except, l2_normalize, report_trainable
+from .common.precision import PRECISIONS, check_prec, frozen_clip
+from .common.utils import cross_entropy_step, freeze_except, l2_normalize, register_trainable, report_trainable
 
 # Registered model name = checkpoint folder, the reference code's, so its output folders load.
 MODEL_NAME = "adapter_learner"
@@ -289,10 +288,7 @@ class MultiModalAdapter(TrainerX):
 
         self.model.to(self.device)
         learner = self.model.adapter_learner
-        self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(MODEL_NAME, learner, self.optim, self.sched)
-        self.scaler = make_grad_scaler(self.prec, self.device)
+        register_trainable(self, MODEL_NAME, learner, self.prec)
         install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def load_init_weights(self, path):

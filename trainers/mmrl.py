@@ -24,14 +24,13 @@ import torch.nn.functional as F
 
 from clip import layerwise, tokenize
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.optim import build_lr_scheduler, build_optimizer
 
 from .common.checkpoint import load_adapted_model, load_init_weights, refuse_marked_checkpoints
 from .common.eval_cache import TensorCache
 from .common.eval_images import install_image_cache
-from .common.precision import autocast_for, check_prec, frozen_clip, make_grad_scaler
+from .common.precision import autocast_for, check_prec, frozen_clip
 from .common.templates import class_prompts, template_for
-from .common.utils import (backward_and_step, finish_step, l2_normalize, report_trainable,
+from .common.utils import (backward_and_step, finish_step, l2_normalize, register_trainable, report_trainable,
                            text_features_for_prompts)
 from .mmrl_config import uses_fused_logits
 
@@ -301,10 +300,7 @@ class MMRL(TrainerX):
         print(f"{cfg.TRAINER.NAME} inference ({cfg.TASK}, {cfg.DATASET.NAME}, "
               f"{cfg.DATASET.SUBSAMPLE_CLASSES} classes): {which} logits")
 
-        self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model(LEARNER_NAME, learner, self.optim, self.sched)
-        self.scaler = make_grad_scaler(self.prec, self.device)
+        register_trainable(self, LEARNER_NAME, learner, self.prec)
         install_image_cache(self)  # test/val images decoded once into the eval cache (EVAL_CACHE.IMAGES)
 
     def autocast(self):

@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
 from harness.console import log_only
 
-from .precision import autocast_for
+from .precision import autocast_for, make_grad_scaler
 
 __all__ = [
     "freeze_except", "report_trainable", "text_features_for_prompts", "backward_and_step", "finish_step",
-    "cross_entropy_step", "l2_normalize",
+    "cross_entropy_step", "l2_normalize", "register_trainable",
 ]
 
 
@@ -25,6 +26,16 @@ def freeze_except(module, trainable_substrings):
     """Set ``requires_grad`` only on parameters whose name contains one of the substrings."""
     for name, param in module.named_parameters():
         param.requires_grad_(any(s in name for s in trainable_substrings))
+
+
+def register_trainable(trainer, name, module, prec=None):
+    """Dassl's optimizer and LR scheduler (``cfg.OPTIM``) for ``module``, registered as ``name`` (its
+    checkpoint folder); with ``prec``, also the gradient scaler that precision needs (``trainer.scaler``)."""
+    trainer.optim = build_optimizer(module, trainer.cfg.OPTIM)
+    trainer.sched = build_lr_scheduler(trainer.optim, trainer.cfg.OPTIM)
+    trainer.register_model(name, module, trainer.optim, trainer.sched)
+    if prec is not None:
+        trainer.scaler = make_grad_scaler(prec, trainer.device)
 
 
 def report_trainable(module):
