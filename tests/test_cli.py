@@ -151,13 +151,20 @@ def test_ctrl_c_prints_the_resume_command_and_exits_130(toy_root, tmp_path, caps
             os.kill(os.getpid(), signal.SIGINT)  # through the real signal handler
 
     monkeypatch.setattr(engine.SimpleTrainer, "epoch_finished", ctrl_c_after_first_epoch)
-    with pytest.raises(SystemExit) as exit_info:
-        train.cli(argv)
+    # As in a terminal: a shell starts background jobs (and so pytest run with "&") with SIGINT
+    # ignored, and train.py then rightly leaves it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            train.cli(argv)
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert exit_info.value.code == 130
     assert err.splitlines() == [f"Interrupted. Run the same command to resume after the last finished epoch: "
                                 f"{train.command_line(argv)}"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert handler_after is signal.default_int_handler  # restored
     monkeypatch.setattr(engine.SimpleTrainer, "epoch_finished", original)
     run_train(argv)  # the same command resumes
     assert "Found a resume state at" in read(osp.join(out, "log.txt"))
