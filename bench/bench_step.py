@@ -16,6 +16,7 @@ threads), less sensitive than the wall time to other programs sharing the machin
 ``--flops`` adds the step's matrix-product FLOPs (``gflop/iter``), the rate achieved
 (``gflop/s``), the machine's fp32 matmul rate (``matmul_gflop/s``) and their ratio
 (``of_matmul_peak``): how far the step is from the floor that any exact fp32 code has.
+``--profile N`` prints the N operators of one more step with the most self time.
 """
 import argparse
 import os
@@ -39,6 +40,8 @@ def parse_args(argv=None):
                         help="default: the config's TRAIN_X (train) or TEST (eval) batch size")
     parser.add_argument("--classes", type=int, default=50, help="number of classes (text prompts)")
     parser.add_argument("--flops", action="store_true", help="also count the step's FLOPs and the matmul peak")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N operators of one step with the most self time (torch.profiler)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -76,6 +79,14 @@ def main(argv=None):
         peak = benchlib.matmul_peak_flops(device)
         extra = {"gflop/iter": f"{flops / 1e9:.1f}", "gflop/s": f"{flops / min(walls) / 1e9:.1f}",
                  "matmul_gflop/s": f"{peak / 1e9:.1f}", "of_matmul_peak": f"{flops / min(walls) / peak:.2f}"}
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            step()
+        sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=a.profile))
     print(benchlib.result_line(
         trainer=a.trainer, mode=a.mode, device=benchlib.device_name(device), prec=a.prec, batch=batch_size,
         classes=trainer.num_classes, **{"s/iter": f"{wall:.3f}", "min_s/iter": f"{min(walls):.3f}",
