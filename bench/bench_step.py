@@ -15,7 +15,10 @@ threads), less sensitive than the wall time to other programs sharing the machin
 
 ``--flops`` adds the step's matrix-product FLOPs (``gflop/iter``), the rate achieved
 (``gflop/s``), the machine's fp32 matmul rate (``matmul_gflop/s``) and their ratio
-(``of_matmul_peak``): how far the step is from the floor that any exact fp32 code has.
+(``of_matmul_peak``): how far the step is from the floor that any exact fp32 code has. The counter
+does not see ``nn.MultiheadAttention``'s fused inference kernel, which frozen blocks take in eval
+mode without autograd, so ``--mode eval`` figures count too few FLOPs (MMA's ViT-B/16 evaluation:
+~60% of them).
 ``--profile N`` prints the N operators of one more step with the most self time.
 """
 import argparse
