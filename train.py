@@ -152,11 +152,12 @@ def setup_cfg(args, notes=None):
 
 def _opts_for_tables(cfg, opts):
     """Overrides the per-dataset step reads count already for it: ``TASK`` (MMRL++'s tables depend on
-    it) and edits of a table entry, ``TRAINER.<NODE>.DATASET_<KEY>.<dataset>`` (MMRL's tables)."""
+    it) and edits of a table entry, ``TRAINER.<NODE>.DATASET_<KEY>.<dataset>`` (MMRL's tables) or
+    ``TRAINER.<NODE>.DATASET_<KEY>.<TASK>.<dataset>`` (MMRL++'s)."""
     for key, value in zip(opts[0::2], opts[1::2]):
         if key == "TASK":
             cfg.TASK = value
-        elif re.fullmatch(r"TRAINER\.\w+\.DATASET_\w+\.\w+", key):
+        elif re.fullmatch(r"TRAINER\.\w+\.DATASET_\w+(\.\w+){1,2}", key):
             try:
                 cfg.merge_from_list([key, value])
             except (AssertionError, ValueError):
@@ -167,6 +168,7 @@ def _check_names(cfg):
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
 
+    import_registries()  # as main() does, so that setup_cfg alone checks against every name
     if not cfg.TRAINER.NAME:
         raise ConfigError(f"no trainer: pass --trainer NAME, one of {', '.join(sorted(TRAINER_REGISTRY.registered_names()))}")
     if not cfg.DATASET.NAME:

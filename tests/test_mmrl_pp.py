@@ -235,6 +235,18 @@ def test_per_dataset_table_by_task(tmp_path):
     assert beta_reg(cfg_for(tmp_path, "EuroSAT", "TRAINER.MMRLpp.BETA", "1.0", "TASK", "CD", cfg=xd)) == (1.0, 0.2)
     assert beta_reg(cfg_for(tmp_path, "EuroSAT", "TRAINER.MMRLpp.REG_WEIGHT", "0.5")) == (0.2, 0.5)
     assert cfg_for(tmp_path, "EuroSAT").TRAINER.MMRLpp.REP_DIM == 512  # no EuroSAT 2048 for MMRL++
+    # The tables are config nodes: an edited entry is the value that runs (B2N and FS have their own).
+    assert beta_reg(cfg_for(tmp_path, "OxfordPets", "TRAINER.MMRLpp.DATASET_BETA.B2N.OxfordPets", "0.4",
+                            "TRAINER.MMRLpp.DATASET_REG_WEIGHT.B2N.OxfordPets", "2.5")) == (0.4, 2.5)
+    assert beta_reg(cfg_for(tmp_path, "OxfordPets", "TASK", "FS", "TRAINER.MMRLpp.DATASET_BETA.B2N.OxfordPets",
+                            "0.4", cfg="vit_b16_few_shot")) == (0.7, 0.01)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(open(osp.join(CFG_DIR, "MMRLpp", "vit_b16.yaml")).read()
+                      + "    DATASET_BETA:\n      B2N:\n        ImageNetSketch: 0.3\n")
+    sketch = tmp_path / "ImageNetSketch.yaml"
+    sketch.write_text("DATASET:\n  NAME: ImageNetSketch\n")
+    args = ["--dataset-config-file", str(sketch), "--config-file", str(edited), "--trainer", "MMRLpp"]
+    assert beta_reg(train.setup_cfg(train.build_parser().parse_args(args))) == (0.3, 1.0)  # an entry added
     # Each method's table only touches its own runs.
     mmrl = cfg_for(tmp_path, "OxfordPets", trainer="MMRL")
     assert beta_reg(mmrl) == (0.9, 1.0) and mmrl.TRAINER.MMRL.REG_WEIGHT == 0.2

@@ -30,20 +30,31 @@ __all__ = [
     "ResidualProjection", "MMRLppLearner", "MMRLpp",
 ]
 
-# Reference per-dataset (β, λ) by TASK; None keeps the YAML's λ. They beat the YAML and lose to the
-# command-line opts. Cross-dataset: λ 0.1 for training on ImageNet, β per evaluated target.
-_B2N_FS = {
-    "ImageNet": (0.9, 0.2), "FGVCAircraft": (0.9, 2.0), "UCF101": (0.9, 3.0), "DescribableTextures": (0.9, 7.0),
-    "OxfordPets": (0.7, 0.01), "StanfordCars": (0.7, 6.0), "Caltech101": (0.6, 3.0), "SUN397": (0.5, 3.0),
-    "OxfordFlowers": (0.4, 7.0), "EuroSAT": (0.2, 0.01), "Food101": (0.1, 1.0),
+# The reference's per-dataset β and λ by TASK (mmrl_pp.md §7.3): the defaults of the config nodes
+# TRAINER.MMRLpp.DATASET_BETA / DATASET_REG_WEIGHT. Cross-dataset: λ 0.1 for training on ImageNet, β per
+# evaluated target; datasets without a λ entry keep the YAML's λ.
+_B2N_FS_BETA = {
+    "ImageNet": 0.9, "FGVCAircraft": 0.9, "UCF101": 0.9, "DescribableTextures": 0.9, "OxfordPets": 0.7,
+    "StanfordCars": 0.7, "Caltech101": 0.6, "SUN397": 0.5, "OxfordFlowers": 0.4, "EuroSAT": 0.2, "Food101": 0.1,
 }
-_CD = {
-    "ImageNet": (0.9, 0.1), "FGVCAircraft": (0.9, None), "UCF101": (0.9, None), "DescribableTextures": (0.5, None),
-    "OxfordPets": (0.6, None), "StanfordCars": (0.3, None), "Caltech101": (0.6, None), "SUN397": (0.7, None),
-    "OxfordFlowers": (0.4, None), "EuroSAT": (0.3, None), "Food101": (0.3, None),
-    "ImageNetV2": (0.9, None), "ImageNetR": (0.9, None), "ImageNetA": (0.8, None), "ImageNetSketch": (0.7, None),
+_B2N_FS_REG_WEIGHT = {
+    "ImageNet": 0.2, "FGVCAircraft": 2.0, "UCF101": 3.0, "DescribableTextures": 7.0, "OxfordPets": 0.01,
+    "StanfordCars": 6.0, "Caltech101": 3.0, "SUN397": 3.0, "OxfordFlowers": 7.0, "EuroSAT": 0.01, "Food101": 1.0,
 }
-SETTINGS_BY_TASK = {"B2N": _B2N_FS, "FS": _B2N_FS, "CD": _CD}
+_CD_BETA = {
+    "ImageNet": 0.9, "FGVCAircraft": 0.9, "UCF101": 0.9, "DescribableTextures": 0.5, "OxfordPets": 0.6,
+    "StanfordCars": 0.3, "Caltech101": 0.6, "SUN397": 0.7, "OxfordFlowers": 0.4, "EuroSAT": 0.3, "Food101": 0.3,
+    "ImageNetV2": 0.9, "ImageNetR": 0.9, "ImageNetA": 0.8, "ImageNetSketch": 0.7,
+}
+_CD_REG_WEIGHT = {"ImageNet": 0.1}
+
+
+def _tables_by_task(b2n_fs, cd):
+    """TASK -> DATASET.NAME -> value; datasets may be added (assigned one by one: a CN built from a dict
+    of CNs would rebuild them without ``new_allowed``)."""
+    tables = CN()
+    tables.B2N, tables.FS, tables.CD = (CN(t, new_allowed=True) for t in (b2n_fs, b2n_fs, cd))
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +72,8 @@ def add_config(cfg):
     node.N_REP_TOKENS = 5  # K
     node.PROJ_LORA_DIM = 64  # rank of the residual on the representation projection
     node.RES_LORA_DIM = 4  # rank of each layer's SRRA residual
+    node.DATASET_BETA = _tables_by_task(_B2N_FS_BETA, _CD_BETA)  # TASK -> DATASET.NAME -> β
+    node.DATASET_REG_WEIGHT = _tables_by_task(_B2N_FS_REG_WEIGHT, _CD_REG_WEIGHT)  # TASK -> DATASET.NAME -> λ
     node.PREC = "amp"  # amp or fp32 (the reference's default fp16 crashes, mmrl_pp.md §6)
     # Speed switches of MMRL's model (same numbers as the direct path).
     node.SHARE_LOWER_LAYERS = True
@@ -72,18 +85,20 @@ CONFIG_CHOICES = {"TRAINER.MMRLpp.PREC": ("amp", "fp32")}  # fp16 crashes in the
 
 
 def apply_dataset_overrides(cfg):
-    """MMRL++'s per-dataset β and λ for ``TASK``; called after the YAMLs and flags, before the opts."""
+    """The dataset's β and λ entries for ``TASK`` (``DATASET_BETA`` / ``DATASET_REG_WEIGHT``); called after
+    the YAMLs and flags, before the command-line opts. Precedence, as MMRL's: a YAML's ``BETA``/``REG_WEIGHT``
+    < the table entry (editable in a YAML or on the command line) < ``BETA``/``REG_WEIGHT`` on the command line."""
     if cfg.TRAINER.NAME != "MMRLpp":
         return
-    entry = SETTINGS_BY_TASK.get(cfg.TASK, {}).get(cfg.DATASET.NAME)
-    if entry is None:
-        return
-    beta, reg_weight = entry
-    cfg.TRAINER.MMRLpp.BETA = beta
-    if reg_weight is not None:
-        cfg.TRAINER.MMRLpp.REG_WEIGHT = reg_weight
-    print(f"MMRL++ settings for {cfg.DATASET.NAME} ({cfg.TASK}): "
-          f"BETA {beta}, REG_WEIGHT {cfg.TRAINER.MMRLpp.REG_WEIGHT}")
+    node, name = cfg.TRAINER.MMRLpp, cfg.DATASET.NAME
+    applied = False
+    for key, table in (("BETA", "DATASET_BETA"), ("REG_WEIGHT", "DATASET_REG_WEIGHT")):
+        entries = node[table].get(cfg.TASK, {})
+        if name in entries:
+            node[key] = entries[name]
+            applied = True
+    if applied:
+        print(f"MMRL++ settings for {cfg.DATASET.NAME} ({cfg.TASK}): BETA {node.BETA}, REG_WEIGHT {node.REG_WEIGHT}")
 
 
 # ---------------------------------------------------------------------------------------------
