@@ -330,11 +330,11 @@ def save_fp16(model, path):
     state = {k: v.detach().to(torch.float16).clone() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    partial = path + ".partial"
-    with open(partial, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(partial, path)
     from clip import file_sha256
+    from harness.fileio import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
 
     return file_sha256(path)
 
